@@ -1,0 +1,73 @@
+"""Typed errors: each names the dataset, the Shanghai day, the file and what is wrong.
+
+Every error type maps to one runbook entry, so on-call can act on the type alone.
+"""
+
+from __future__ import annotations
+
+
+class CrossborderError(Exception):
+    """Base error of the export pipeline; the message is meant for people, not parsers."""
+
+    kind = "error"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        dataset: str | None = None,
+        day: str | None = None,
+        file: str | None = None,
+    ) -> None:
+        self.dataset = dataset
+        self.day = day
+        self.file = file
+        self.detail = message
+        where = ", ".join(
+            part
+            for part in (
+                f"dataset {dataset}" if dataset else "",
+                f"day {day}" if day else "",
+                f"file {file}" if file else "",
+            )
+            if part
+        )
+        super().__init__(f"{where}: {message}" if where else message)
+
+
+class PartitionLate(CrossborderError):
+    kind = "partition_late"
+
+
+class PartitionInvalid(CrossborderError):
+    """The source partition is unreadable or not what the contract says."""
+
+    kind = "partition_invalid"
+
+
+class QualityFailed(CrossborderError):
+    kind = "quality_failed"
+
+
+class PolicyInvalid(CrossborderError):
+    kind = "policy_invalid"
+
+
+class ExportRefused(CrossborderError):
+    """An upload was asked for a partition whose route does not allow it."""
+
+    kind = "export_refused"
+
+
+class UploadFailed(CrossborderError):
+    kind = "upload_failed"
+
+
+class IntegrityMismatch(CrossborderError):
+    """A signature, size or checksum does not match what the manifest vouches for."""
+
+    kind = "integrity_mismatch"
+
+
+class KeyUnavailable(CrossborderError):
+    kind = "key_unavailable"
