@@ -1,0 +1,103 @@
+"""The only place that reads Airflow connections and variables for the steps.
+
+Names are contracts (DESIGN.md): connections ``cn_source``, ``us_landing``,
+``export_ledger``; variables ``staging_root``, ``us_landing_bucket``,
+``us_recipient_public_key``, ``manifest_signing_key`` (CN side) and
+``us_recipient_private_key``, ``cn_manifest_public_key``, ``us_lake_root`` (U.S. side).
+Called inside tasks only, never at DAG parse time.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+from crossborder.errors import KeyUnavailable
+from crossborder.extract import partition_day
+from crossborder.settings import ReceiverSettings, Settings
+
+
+def _variable(name: str, default: str | None = None) -> str | None:
+    from airflow.sdk import Variable
+
+    return Variable.get(name, default=default)
+
+
+def _connection(conn_id: str) -> Any:
+    from airflow.sdk import BaseHook
+
+    return BaseHook.get_connection(conn_id)
+
+
+def _pem(name: str) -> bytes | None:
+    value = _variable(name)
+    return value.encode() if value else None
+
+
+def ledger_url() -> str:
+    """SQLAlchemy URL of the ``export_ledger`` connection (sqlite or postgres)."""
+    import sqlalchemy as sa
+
+    conn = _connection("export_ledger")
+    explicit = conn.extra_dejson.get("sqlalchemy_url")
+    if explicit:
+        return explicit
+    if conn.conn_type == "sqlite":
+        return f"sqlite:///{conn.host}"
+    if conn.conn_type in ("postgres", "postgresql"):
+        url = sa.URL.create(
+            "postgresql+psycopg2",
+            username=conn.login,
+            password=conn.password or None,
+            host=conn.host,
+            port=conn.port,
+            database=conn.schema,
+        )
+        return url.render_as_string(hide_password=False)
+    raise ValueError(f"export_ledger: unsupported connection type {conn.conn_type!r}")
+
+
+def s3_client_factory() -> Any:
+    def make() -> Any:
+        from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+
+        return S3Hook(aws_conn_id="us_landing").get_conn()
+
+    return make
+
+
+def settings() -> Settings:
+    source = _connection("cn_source").extra_dejson.get("path")
+    if not source:
+        raise ValueError("connection cn_source needs the source folder in its extra 'path'")
+    return Settings(
+        source_root=Path(source),
+        staging_root=Path(_variable("staging_root")),
+        ledger_url=ledger_url(),
+        us_bucket=_variable("us_landing_bucket"),
+        s3_client=s3_client_factory(),
+        recipient_public_pem=_pem("us_recipient_public_key"),
+        signing_private_pem=_pem("manifest_signing_key"),
+    )
+
+
+def receiver_settings() -> ReceiverSettings:
+    private, public = _pem("us_recipient_private_key"), _pem("cn_manifest_public_key")
+    if not private or not public:
+        raise KeyUnavailable("us_recipient_private_key and cn_manifest_public_key must be set")
+    return ReceiverSettings(
+        us_bucket=_variable("us_landing_bucket"),
+        s3_client=s3_client_factory(),
+        lake_root=Path(_variable("us_lake_root")),
+        recipient_private_pem=private,
+        signing_public_pem=public,
+    )
+
+
+def run_day(context: dict[str, Any]) -> str:
+    """The Shanghai day a run exports: ``params.partition_date`` if given, else derived."""
+    override = (context.get("params") or {}).get("partition_date")
+    if override:
+        return date.fromisoformat(override).isoformat()
+    return partition_day(context["logical_date"]).isoformat()

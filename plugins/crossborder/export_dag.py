@@ -1,0 +1,203 @@
+"""Builds one ``cn_export_<dataset>`` DAG per policy file; the DAG file only calls this.
+
+Imported at DAG parse time: only ``airflow.sdk``, ``pendulum`` and the small policy
+reader may be imported at module level here. Every task body imports what it needs.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pendulum
+from airflow.sdk import DAG, Param, dag, task
+from airflow.sdk.bases.sensor import PokeReturnValue
+
+from crossborder.policy import parse_duration, policy_files, read_schedule
+
+SHANGHAI = "Asia/Shanghai"
+START = pendulum.datetime(2026, 1, 1, tz=SHANGHAI)
+
+
+def _on_failure(context: dict[str, Any]) -> None:
+    from crossborder.alerts import on_task_failure
+
+    on_task_failure(context)
+
+
+DEFAULT_ARGS: dict[str, Any] = {
+    "owner": "data-platform",
+    "retries": 2,
+    "retry_delay": timedelta(minutes=2),
+    "on_failure_callback": _on_failure,
+}
+
+
+def _settings() -> Any:
+    from crossborder.airflow_glue import settings
+
+    return settings()
+
+
+def _day(context: dict[str, Any]) -> str:
+    from crossborder.airflow_glue import run_day
+
+    return run_day(context)
+
+
+def build_export_dag(policy_file: Path) -> DAG:
+    info = read_schedule(policy_file)
+    dataset = info["dataset"]
+    hour, minute = info["export_time"].split(":")
+
+    @dag(
+        dag_id=f"cn_export_{dataset}",
+        description=f"Export {dataset} from Shanghai to U.S. storage",
+        doc_md=_doc(dataset, info),
+        schedule=f"{int(minute)} {int(hour)} * * *",
+        start_date=START,
+        catchup=False,
+        max_active_runs=1,
+        default_args=DEFAULT_ARGS,
+        tags=["cn-export", dataset, info["status"]],
+        params={
+            "partition_date": Param(
+                None,
+                type=["null", "string"],
+                format="date",
+                description="Shanghai day to export (YYYY-MM-DD); default: the day before "
+                "the run's logical date, in Shanghai time.",
+            )
+        },
+    )
+    def export() -> None:
+        @task.sensor(
+            mode="reschedule",
+            poke_interval=parse_duration(info.get("poke_interval", "5m")),
+            timeout=parse_duration(info.get("wait_timeout", "6h")),
+            retries=0,
+        )
+        def wait_for_partition(**context: Any) -> PokeReturnValue:
+            """Wait for the day's `_SUCCESS` marker in the Shanghai store."""
+            from crossborder import steps
+
+            day = _day(context)
+            return PokeReturnValue(steps.partition_ready(_settings(), dataset, day), day)
+
+        @task
+        def extract(day: str, **context: Any) -> dict[str, Any]:
+            """List the partition's files with size, SHA-256 and row count."""
+            from crossborder import steps
+
+            return steps.extract(_settings(), dataset, day, context["run_id"])
+
+        @task
+        def validate(extracted: dict[str, Any], **context: Any) -> dict[str, Any]:
+            """Run the dataset's Great Expectations suite on every file."""
+            from crossborder import steps
+
+            return steps.validate(_settings(), extracted, context["run_id"])
+
+        @task
+        def anonymize(
+            extracted: dict[str, Any], quality: dict[str, Any], **context: Any
+        ) -> dict[str, Any]:
+            """Stage the policy's allow-listed, transformed view of the partition in China."""
+            from crossborder import steps
+
+            return steps.anonymize(_settings(), extracted, context["run_id"])
+
+        @task
+        def classify(
+            day: str, quality: dict[str, Any], staged: dict[str, Any], **context: Any
+        ) -> dict[str, Any]:
+            """Decide the route: cleared, cac_review or blocked, with the rules applied."""
+            from crossborder import steps
+
+            return steps.decide(_settings(), dataset, day, context["run_id"], quality, staged)
+
+        @task.branch
+        def route(decision: dict[str, Any]) -> str:
+            """Send cleared partitions to upload; everything else is recorded and stops."""
+            return "plan_upload" if decision["route"] == "cleared" else "record_blocked"
+
+        @task
+        def record_blocked(day: str, decision: dict[str, Any], **context: Any) -> dict[str, Any]:
+            """Record the blocked partition and its reasons; nothing leaves China."""
+            from crossborder import steps
+
+            return steps.record_blocked(_settings(), dataset, day, context["run_id"], decision)
+
+        @task
+        def plan_upload(staged: dict[str, Any], decision: dict[str, Any]) -> list[dict[str, Any]]:
+            """Prepare the U.S. prefix and list the files to upload, one mapped task each."""
+            from crossborder import steps
+
+            return steps.plan_upload(_settings(), staged, decision)
+
+        @task(max_active_tis_per_dagrun=2)
+        def upload_part(part: dict[str, Any]) -> dict[str, Any]:
+            """Encrypt one file for the U.S. recipient and upload it with checksums."""
+            from crossborder import steps
+
+            return steps.upload_part(_settings(), part)
+
+        @task
+        def publish_manifest(
+            day: str,
+            objects: list[dict[str, Any]],
+            quality: dict[str, Any],
+            staged: dict[str, Any],
+            decision: dict[str, Any],
+            extracted: dict[str, Any],
+            **context: Any,
+        ) -> dict[str, Any]:
+            """Write the signed manifest last: the commit marker of the export."""
+            from crossborder import steps
+
+            return steps.publish(
+                _settings(),
+                dataset,
+                day,
+                context["run_id"],
+                list(objects),
+                quality,
+                staged,
+                decision,
+                extracted,
+            )
+
+        day = wait_for_partition()
+        extracted = extract(day)
+        quality = validate(extracted)
+        staged = anonymize(extracted, quality)
+        decision = classify(day, quality, staged)
+        branch = route(decision)
+        parts = plan_upload(staged, decision)
+        uploaded = upload_part.expand(part=parts)
+        branch >> [parts, record_blocked(day, decision)]
+        publish_manifest(day, uploaded, quality, staged, decision, extracted)
+
+    return export()
+
+
+def _doc(dataset: str, info: dict[str, Any]) -> str:
+    return f"""
+### Export `{dataset}` to U.S. storage
+
+{info["description"]}
+
+Policy status: **{info["status"]}** (a draft policy fails closed: the partition is blocked).
+
+Runs daily at {info["export_time"]} Shanghai time and exports the **previous Shanghai day**
+(or `partition_date` when triggered with that parameter). Steps: wait for `_SUCCESS` →
+extract → quality suite → anonymize → classify → `cleared`: encrypt + upload each file,
+then publish the signed manifest; `blocked`: record and alert.
+
+Every task is idempotent: clear any task (or the whole run) to re-run it safely.
+"""
+
+
+def build_all() -> dict[str, DAG]:
+    return {f"cn_export_{p.stem}": build_export_dag(p) for p in policy_files()}

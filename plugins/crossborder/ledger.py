@@ -1,0 +1,203 @@
+"""The export ledger: the exporter's own audit record, never Airflow's metadata database.
+
+One row per (dataset, partition day, attempt); an attempt is one DAG run, so re-running
+a task inside the same run updates the same row. Events are append-only. Written through
+SQLAlchemy Core so SQLite (default) and PostgreSQL (production) both work.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from functools import cache
+from typing import Any
+
+import sqlalchemy as sa
+
+# States an attempt moves through; all but in_progress are final for that attempt.
+STATES = ("in_progress", "exported", "awaiting_review", "rejected", "blocked", "failed", "received")
+
+metadata = sa.MetaData()
+
+attempts = sa.Table(
+    "export_attempts",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("dataset", sa.String(100), nullable=False),
+    sa.Column("partition_date", sa.String(10), nullable=False),
+    sa.Column("attempt", sa.Integer, nullable=False),
+    sa.Column("dag_run_id", sa.String(250), nullable=False),
+    sa.Column("state", sa.String(20), nullable=False),
+    sa.Column("route", sa.String(20)),
+    sa.Column("reasons", sa.JSON, nullable=False, default=list),
+    sa.Column("policy_version", sa.String(80)),
+    sa.Column("rows_in", sa.BigInteger),
+    sa.Column("rows_out", sa.BigInteger),
+    sa.Column("objects", sa.Integer),
+    sa.Column("bytes_out", sa.BigInteger),
+    sa.Column("quality", sa.JSON),
+    sa.Column("manifest_uri", sa.String(1000)),
+    sa.Column("manifest_sha256", sa.String(64)),
+    sa.Column("approvals", sa.JSON, nullable=False, default=list),
+    sa.Column("receipt", sa.JSON),
+    sa.Column("error", sa.Text),
+    sa.Column("started_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("finished_at", sa.DateTime(timezone=True)),
+    sa.UniqueConstraint("dataset", "partition_date", "dag_run_id", name="uq_attempt_run"),
+    sa.UniqueConstraint("dataset", "partition_date", "attempt", name="uq_attempt_number"),
+)
+
+events = sa.Table(
+    "ledger_events",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("attempt_id", sa.Integer, sa.ForeignKey("export_attempts.id")),
+    sa.Column("dataset", sa.String(100), nullable=False),
+    sa.Column("partition_date", sa.String(10), nullable=False),
+    sa.Column("kind", sa.String(50), nullable=False),
+    sa.Column("detail", sa.JSON, nullable=False),
+    sa.Column("at", sa.DateTime(timezone=True), nullable=False),
+)
+
+FINAL_FIELDS = frozenset(c.name for c in attempts.columns) - {"id", "dataset", "partition_date"}
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _sqlite_busy_timeout(dbapi_conn: Any, _record: Any) -> None:
+    dbapi_conn.execute("PRAGMA busy_timeout=30000")
+
+
+@cache
+def connect(url: str) -> sa.Engine:
+    """An engine for the ledger at ``url``, with its tables created if missing."""
+    engine = sa.create_engine(url, future=True)
+    if engine.dialect.name == "sqlite":
+        # Several tasks may write at once: wait for the lock rather than fail.
+        sa.event.listen(
+            engine, "connect", lambda conn, _: conn.execute("PRAGMA busy_timeout=30000")
+        )
+    metadata.create_all(engine)
+    return engine
+
+
+@contextmanager
+def _tx(engine: sa.Engine) -> Iterator[sa.Connection]:
+    with engine.begin() as conn:
+        yield conn
+
+
+def begin_attempt(engine: sa.Engine, dataset: str, day: str, dag_run_id: str) -> int:
+    """The attempt row for this run, created on first call (idempotent per run)."""
+    with _tx(engine) as conn:
+        found = conn.execute(
+            sa.select(attempts.c.id).where(
+                attempts.c.dataset == dataset,
+                attempts.c.partition_date == day,
+                attempts.c.dag_run_id == dag_run_id,
+            )
+        ).scalar()
+        if found is not None:
+            return found
+        number = conn.execute(
+            sa.select(sa.func.coalesce(sa.func.max(attempts.c.attempt), 0) + 1).where(
+                attempts.c.dataset == dataset, attempts.c.partition_date == day
+            )
+        ).scalar_one()
+        now = _now()
+        return conn.execute(
+            attempts.insert().values(
+                dataset=dataset,
+                partition_date=day,
+                attempt=number,
+                dag_run_id=dag_run_id,
+                state="in_progress",
+                reasons=[],
+                approvals=[],
+                started_at=now,
+                updated_at=now,
+            )
+        ).inserted_primary_key[0]
+
+
+def update_attempt(engine: sa.Engine, attempt_id: int, **fields: Any) -> None:
+    unknown = set(fields) - FINAL_FIELDS
+    if unknown:
+        raise ValueError(f"unknown ledger fields: {sorted(unknown)}")
+    if "state" in fields and fields["state"] not in STATES:
+        raise ValueError(f"unknown ledger state {fields['state']!r}")
+    now = _now()
+    if fields.get("state", "in_progress") != "in_progress":
+        fields.setdefault("finished_at", now)
+    with _tx(engine) as conn:
+        conn.execute(
+            attempts.update().where(attempts.c.id == attempt_id).values(updated_at=now, **fields)
+        )
+
+
+def record_event(
+    engine: sa.Engine,
+    dataset: str,
+    day: str,
+    kind: str,
+    detail: dict[str, Any],
+    attempt_id: int | None = None,
+) -> None:
+    with _tx(engine) as conn:
+        conn.execute(
+            events.insert().values(
+                attempt_id=attempt_id,
+                dataset=dataset,
+                partition_date=day,
+                kind=kind,
+                detail=json.loads(json.dumps(detail, default=str)),
+                at=_now(),
+            )
+        )
+
+
+def get_attempt(engine: sa.Engine, attempt_id: int) -> dict[str, Any]:
+    with engine.connect() as conn:
+        row = conn.execute(sa.select(attempts).where(attempts.c.id == attempt_id)).mappings().one()
+    return dict(row)
+
+
+def latest_attempt(engine: sa.Engine, dataset: str, day: str) -> dict[str, Any] | None:
+    with engine.connect() as conn:
+        row = (
+            conn.execute(
+                sa.select(attempts)
+                .where(attempts.c.dataset == dataset, attempts.c.partition_date == day)
+                .order_by(attempts.c.attempt.desc())
+                .limit(1)
+            )
+            .mappings()
+            .first()
+        )
+    return dict(row) if row else None
+
+
+def list_events(engine: sa.Engine, dataset: str, day: str) -> list[dict[str, Any]]:
+    with engine.connect() as conn:
+        rows = conn.execute(
+            sa.select(events)
+            .where(events.c.dataset == dataset, events.c.partition_date == day)
+            .order_by(events.c.id)
+        ).mappings()
+        return [dict(r) for r in rows]
+
+
+def exported_awaiting_receipt(engine: sa.Engine) -> list[dict[str, Any]]:
+    """Attempts whose manifest was published but whose U.S. receipt is not yet reconciled."""
+    with engine.connect() as conn:
+        rows = conn.execute(
+            sa.select(attempts).where(
+                attempts.c.state == "exported", attempts.c.manifest_sha256.is_not(None)
+            )
+        ).mappings()
+        return [dict(r) for r in rows]

@@ -1,0 +1,182 @@
+"""A complete local environment on loopback: the demo, ``make up`` and the tests share it.
+
+One work folder holds the Shanghai source, CN staging, the U.S. lake, throw-away keys,
+the ledger and Airflow's home. A real S3 API (moto in server mode) on 127.0.0.1 stands
+in for U.S. storage. ``airflow_env()`` gives the environment variables that configure
+Airflow's connections and variables for it, so nothing is stored in a metadata database.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from crossborder.policy import REPO_ROOT
+
+US_BUCKET = "us-landing"
+REGION = "us-east-1"
+# moto accepts any credentials; these name the stand-in, they protect nothing.
+S3_CREDENTIALS = {"aws_access_key_id": "local", "aws_secret_access_key": "local"}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass(frozen=True)
+class LocalEnv:
+    root: Path
+    s3_endpoint: str
+
+    @property
+    def source(self) -> Path:
+        return self.root / "shanghai-source"
+
+    @property
+    def staging(self) -> Path:
+        return self.root / "cn-staging"
+
+    @property
+    def lake(self) -> Path:
+        return self.root / "us-lake"
+
+    @property
+    def keys(self) -> Path:
+        return self.root / "keys"
+
+    @property
+    def airflow_home(self) -> Path:
+        return self.root / "airflow"
+
+    @property
+    def ledger_path(self) -> Path:
+        return self.root / "ledger.db"
+
+    @property
+    def ledger_url(self) -> str:
+        return f"sqlite:///{self.ledger_path}"
+
+    def s3_client(self) -> Any:
+        import boto3
+
+        return boto3.client(
+            "s3", endpoint_url=self.s3_endpoint, region_name=REGION, **S3_CREDENTIALS
+        )
+
+    def key(self, name: str) -> bytes:
+        return (self.keys / name).read_bytes()
+
+    def prepare(self) -> None:
+        """Create folders, throw-away keys and the landing bucket (idempotent)."""
+        from crossborder import crypto
+
+        for folder in (self.source, self.staging, self.lake, self.keys, self.airflow_home):
+            folder.mkdir(parents=True, exist_ok=True)
+        if not (self.keys / "us_recipient_private.pem").exists():
+            private, public = crypto.generate_recipient_keypair()
+            self._write_key("us_recipient_private.pem", private)
+            self._write_key("us_recipient_public.pem", public)
+            private, public = crypto.generate_signing_keypair()
+            self._write_key("manifest_signing_private.pem", private)
+            self._write_key("manifest_signing_public.pem", public)
+        s3 = self.s3_client()
+        existing = {b["Name"] for b in s3.list_buckets().get("Buckets", [])}
+        if US_BUCKET not in existing:
+            s3.create_bucket(Bucket=US_BUCKET)
+
+    def _write_key(self, name: str, data: bytes) -> None:
+        path = self.keys / name
+        path.write_bytes(data)
+        path.chmod(0o600)
+
+    def settings(self) -> Any:
+        from crossborder.settings import Settings
+
+        return Settings(
+            source_root=self.source,
+            staging_root=self.staging,
+            ledger_url=self.ledger_url,
+            us_bucket=US_BUCKET,
+            s3_client=self.s3_client,
+            recipient_public_pem=self.key("us_recipient_public.pem"),
+            signing_private_pem=self.key("manifest_signing_private.pem"),
+        )
+
+    def airflow_env(self) -> dict[str, str]:
+        """Environment for Airflow commands: its home, folders, connections and variables."""
+        conn = {
+            "cn_source": {"conn_type": "fs", "extra": {"path": str(self.source)}},
+            "us_landing": {
+                "conn_type": "aws",
+                "login": S3_CREDENTIALS["aws_access_key_id"],
+                "password": S3_CREDENTIALS["aws_secret_access_key"],
+                "extra": {"endpoint_url": self.s3_endpoint, "region_name": REGION},
+            },
+            "export_ledger": {"conn_type": "sqlite", "host": str(self.ledger_path)},
+        }
+        variables = {
+            "staging_root": str(self.staging),
+            "us_landing_bucket": US_BUCKET,
+            "us_lake_root": str(self.lake),
+            "us_recipient_public_key": self.key("us_recipient_public.pem").decode(),
+            "manifest_signing_key": self.key("manifest_signing_private.pem").decode(),
+            "us_recipient_private_key": self.key("us_recipient_private.pem").decode(),
+            "cn_manifest_public_key": self.key("manifest_signing_public.pem").decode(),
+        }
+        env = {
+            "AIRFLOW_HOME": str(self.airflow_home),
+            "AIRFLOW__CORE__DAGS_FOLDER": str(REPO_ROOT / "dags"),
+            "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO_ROOT / "plugins"),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__CORE__DEFAULT_TIMEZONE": "Asia/Shanghai",
+            "AIRFLOW__CORE__ALLOWED_DESERIALIZATION_CLASSES_REGEXP": r"crossborder\..*",
+            "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
+            "GX_ANALYTICS_ENABLED": "false",
+            "PYTHONPATH": str(REPO_ROOT / "plugins"),
+        }
+        env.update({f"AIRFLOW_CONN_{k.upper()}": json.dumps(v) for k, v in conn.items()})
+        env.update({f"AIRFLOW_VAR_{k.upper()}": v for k, v in variables.items()})
+        return env
+
+
+def start_s3_server() -> tuple[Any, str]:
+    """A real S3 API on loopback (moto server mode); returns (server, endpoint url)."""
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    return server, f"http://127.0.0.1:{port}"
+
+
+def airflow(
+    env: LocalEnv,
+    *args: str,
+    check: bool = True,
+    timeout: float | None = None,
+    capture: bool = True,
+    extra_env: dict[str, str] | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """Run an ``airflow`` CLI command in this environment."""
+    command = [str(Path(sys.executable).with_name("airflow")), *args]
+    return subprocess.run(
+        command,
+        env={**os.environ, **env.airflow_env(), **(extra_env or {})},
+        check=check,
+        capture_output=capture,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def migrate_airflow_db(env: LocalEnv) -> None:
+    if not (env.airflow_home / "airflow.db").exists():
+        airflow(env, "db", "migrate")

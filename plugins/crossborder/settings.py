@@ -1,0 +1,43 @@
+"""Where things are and which keys to use, as one plain object the steps receive.
+
+The Airflow side builds it from connections and variables (``airflow_glue``); tests,
+the demo and the benchmark build it directly. Keys are optional here and checked where
+they are needed, so a missing key fails the step that needs it with KeyUnavailable.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from crossborder.errors import KeyUnavailable
+
+
+@dataclass(frozen=True)
+class Settings:
+    source_root: Path
+    staging_root: Path
+    ledger_url: str
+    us_bucket: str
+    s3_client: Callable[[], Any]
+    recipient_public_pem: bytes | None = None
+    signing_private_pem: bytes | None = None
+
+    def require(self, name: str, *, dataset: str, day: str) -> bytes:
+        value = getattr(self, name)
+        if not value:
+            raise KeyUnavailable(f"setting {name} is not configured", dataset=dataset, day=day)
+        return value
+
+
+@dataclass(frozen=True)
+class ReceiverSettings:
+    """The U.S. side: its own private key, the CN manifest-signing public key, its lake."""
+
+    us_bucket: str
+    s3_client: Callable[[], Any]
+    lake_root: Path
+    recipient_private_pem: bytes
+    signing_public_pem: bytes

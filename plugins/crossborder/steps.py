@@ -1,0 +1,253 @@
+"""The daily export, one function per DAG task.
+
+Each step takes the plain Settings plus (dataset, day, run id), does its work, records
+it in the export ledger and returns a small JSON-able summary (what the task pushes to
+XCom). Large data moves only through files. Every step is idempotent for a run: running
+it again gives the same files, objects and ledger row.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from crossborder import ledger
+from crossborder.anonymize import anonymize_partition, staging_path
+from crossborder.classify import Decision, classify
+from crossborder.errors import CrossborderError, ExportRefused
+from crossborder.extract import Extract, extract_partition, is_ready, partition_path
+from crossborder.policy import load_policy
+from crossborder.quality import has_suite, validate_files
+from crossborder.settings import Settings
+
+
+def _attempt(settings: Settings, dataset: str, day: str, run_id: str) -> int:
+    return ledger.begin_attempt(ledger.connect(settings.ledger_url), dataset, day, run_id)
+
+
+def _record(settings: Settings, attempt_id: int, **fields: Any) -> None:
+    ledger.update_attempt(ledger.connect(settings.ledger_url), attempt_id, **fields)
+
+
+def _fail(settings: Settings, attempt_id: int, error: CrossborderError) -> None:
+    _record(settings, attempt_id, state="failed", error=f"{error.kind}: {error}")
+
+
+def partition_ready(settings: Settings, dataset: str, day: str) -> bool:
+    return is_ready(settings.source_root, dataset, day)
+
+
+def describe_wait(settings: Settings, dataset: str, day: str) -> str:
+    return f"no _SUCCESS marker in {partition_path(settings.source_root, dataset, day)}"
+
+
+def extract(settings: Settings, dataset: str, day: str, run_id: str) -> dict[str, Any]:
+    attempt_id = _attempt(settings, dataset, day, run_id)
+    try:
+        found = extract_partition(settings.source_root, dataset, day)
+    except CrossborderError as exc:
+        _fail(settings, attempt_id, exc)
+        raise
+    _record(settings, attempt_id, rows_in=found.rows)
+    return found.to_dict()
+
+
+def validate(settings: Settings, extracted: dict[str, Any], run_id: str) -> dict[str, Any]:
+    found = Extract.from_dict(extracted)
+    attempt_id = _attempt(settings, found.dataset, found.day, run_id)
+    if not has_suite(found.dataset):
+        summary = {"status": "no_suite", "suite": None}
+        _record(settings, attempt_id, quality=summary)
+        return summary
+    try:
+        result = validate_files(found.dataset, found.day, [f.path for f in found.files])
+    except CrossborderError as exc:
+        _fail(settings, attempt_id, exc)
+        raise
+    summary = {"status": "passed", "suite": result.suite, "files": len(result.files)}
+    _record(settings, attempt_id, quality=summary)
+    return summary
+
+
+def anonymize(settings: Settings, extracted: dict[str, Any], run_id: str) -> dict[str, Any]:
+    """Stage the policy's view of the partition; a draft policy stages nothing."""
+    found = Extract.from_dict(extracted)
+    attempt_id = _attempt(settings, found.dataset, found.day, run_id)
+    try:
+        policy = load_policy(found.dataset)
+    except CrossborderError as exc:
+        _fail(settings, attempt_id, exc)
+        raise
+    _record(settings, attempt_id, policy_version=policy.version)
+    if not policy.is_active:
+        return {"status": "skipped", "policy_version": policy.version, "files": []}
+    try:
+        staged = anonymize_partition(policy, found, settings.staging_root)
+    except CrossborderError as exc:
+        _fail(settings, attempt_id, exc)
+        raise
+    return {"status": "staged", **staged.to_dict()}
+
+
+def decide(
+    settings: Settings,
+    dataset: str,
+    day: str,
+    run_id: str,
+    quality: dict[str, Any],
+    staged: dict[str, Any],
+) -> dict[str, Any]:
+    attempt_id = _attempt(settings, dataset, day, run_id)
+    policy = load_policy(dataset)
+    decision = classify(
+        policy,
+        quality_passed=quality["status"] == "passed",
+        staged_rows=staged.get("rows") if staged["status"] == "staged" else None,
+    )
+    _record(
+        settings,
+        attempt_id,
+        route=decision.route,
+        reasons=[r.__dict__ for r in decision.reasons],
+    )
+    return decision.to_dict()
+
+
+def record_blocked(
+    settings: Settings, dataset: str, day: str, run_id: str, decision: dict[str, Any]
+) -> dict[str, Any]:
+    attempt_id = _attempt(settings, dataset, day, run_id)
+    _record(settings, attempt_id, state="blocked", rows_out=0, objects=0)
+    reasons = "; ".join(r["text"] for r in decision["reasons"])
+    ledger.record_event(
+        ledger.connect(settings.ledger_url),
+        dataset,
+        day,
+        "blocked",
+        {"reasons": decision["reasons"], "message": f"{dataset} {day} blocked: {reasons}"},
+        attempt_id=attempt_id,
+    )
+    return {"dataset": dataset, "day": day, "route": "blocked", "reasons": reasons}
+
+
+def _require_cleared(dataset: str, day: str, decision: dict[str, Any]) -> None:
+    """The upload refuses anything not routed ``cleared``, whatever else it was told."""
+    route = Decision.from_dict(decision).route
+    if route != "cleared":
+        raise ExportRefused(f"route is {route!r}, not 'cleared'", dataset=dataset, day=day)
+
+
+def plan_upload(
+    settings: Settings, staged: dict[str, Any], decision: dict[str, Any]
+) -> list[dict[str, Any]]:
+    """Prepare the U.S. prefix (abort stale uploads, withdraw a differing manifest)."""
+    from crossborder import landing
+
+    dataset, day = staged["dataset"], staged["day"]
+    _require_cleared(dataset, day, decision)
+    parts = [
+        {
+            "dataset": dataset,
+            "day": day,
+            "name": f["name"],
+            "path": f["path"],
+            "rows": f["rows"],
+            "plaintext_sha256": f["sha256"],
+            "key": landing.object_key(dataset, day, f["name"]),
+        }
+        for f in staged["files"]
+    ]
+    landing.prepare_partition(
+        settings.s3_client(),
+        settings.us_bucket,
+        dataset,
+        day,
+        {p["key"]: p["plaintext_sha256"] for p in parts},
+    )
+    return parts
+
+
+def upload_part(settings: Settings, part: dict[str, Any]) -> dict[str, Any]:
+    from crossborder import landing
+
+    dataset, day = part["dataset"], part["day"]
+    public = settings.require("recipient_public_pem", dataset=dataset, day=day)
+    workdir = staging_path(settings.staging_root, dataset, day) / "_encrypted"
+    workdir.mkdir(parents=True, exist_ok=True)
+    record = landing.upload_encrypted(
+        settings.s3_client(), settings.us_bucket, part["key"], Path(part["path"]), public, workdir
+    )
+    return {**record, "part": part["name"], "rows": part["rows"]}
+
+
+def publish(
+    settings: Settings,
+    dataset: str,
+    day: str,
+    run_id: str,
+    objects: list[dict[str, Any]],
+    quality: dict[str, Any],
+    staged: dict[str, Any],
+    decision: dict[str, Any],
+    extracted: dict[str, Any],
+) -> dict[str, Any]:
+    """Write the signed manifest last: the commit marker of the export."""
+    from crossborder import crypto, landing
+    from crossborder.manifest import build_manifest
+
+    _require_cleared(dataset, day, decision)
+    signing = settings.require("signing_private_pem", dataset=dataset, day=day)
+    public = settings.require("recipient_public_pem", dataset=dataset, day=day)
+    attempt_id = _attempt(settings, dataset, day, run_id)
+    objects = sorted(objects, key=lambda o: o["key"])
+    manifest = build_manifest(
+        dataset=dataset,
+        partition_date=day,
+        route=decision["route"],
+        policy_version=staged["policy_version"],
+        dag_run_id=run_id,
+        rows_in=extracted["rows"],
+        rows_out=staged["rows"],
+        quality=quality,
+        objects=objects,
+        encryption=crypto.encryption_info(public),
+        extra={"reasons": decision["reasons"], "columns": staged["columns"]},
+    )
+    published = landing.publish_manifest(
+        settings.s3_client(), settings.us_bucket, dataset, day, manifest, signing
+    )
+    _record(
+        settings,
+        attempt_id,
+        state="exported",
+        rows_out=staged["rows"],
+        objects=len(objects),
+        bytes_out=sum(o["size"] for o in objects),
+        manifest_uri=published.uri,
+        manifest_sha256=published.sha256,
+    )
+    return {
+        "dataset": dataset,
+        "day": day,
+        "route": "cleared",
+        "manifest": published.uri,
+        "objects": len(objects),
+    }
+
+
+def reconcile_receipts(settings: Settings) -> list[dict[str, Any]]:
+    """Mark exported attempts ``received`` when the U.S. receipt vouches for their manifest."""
+    from crossborder import landing
+
+    engine = ledger.connect(settings.ledger_url)
+    s3 = settings.s3_client()
+    reconciled = []
+    for row in ledger.exported_awaiting_receipt(engine):
+        dataset, day = row["dataset"], row["partition_date"]
+        receipt = landing.read_receipt(s3, settings.us_bucket, dataset, day)
+        if not receipt or receipt.get("manifest_sha256") != row["manifest_sha256"]:
+            continue
+        ledger.update_attempt(engine, row["id"], state="received", receipt=receipt)
+        ledger.record_event(engine, dataset, day, "received", receipt, attempt_id=row["id"])
+        reconciled.append({"dataset": dataset, "day": day, "attempt": row["attempt"]})
+    return reconciled
