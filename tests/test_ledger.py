@@ -1,0 +1,86 @@
+"""The export ledger works the same on SQLite and PostgreSQL."""
+
+import uuid
+
+import pytest
+import sqlalchemy as sa
+
+from crossborder import ledger
+
+PG_ADMIN = "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
+
+
+def _postgres_url():
+    """A throw-away database on the local PostgreSQL, dropped after the test."""
+    name = f"ledger_test_{uuid.uuid4().hex[:10]}"
+    admin = sa.create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    except sa.exc.OperationalError as exc:
+        pytest.skip(f"PostgreSQL on 127.0.0.1:5432 is not reachable: {exc}")
+    return admin, name, PG_ADMIN.rsplit("/", 1)[0] + f"/{name}"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def engine(request, tmp_path):
+    if request.param == "sqlite":
+        yield ledger.connect(f"sqlite:///{tmp_path}/ledger.db")
+        return
+    admin, name, url = _postgres_url()
+    engine = ledger.connect(url)
+    yield engine
+    engine.dispose()
+    ledger.connect.cache_clear()
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'DROP DATABASE "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+def test_attempt_is_one_row_per_run_and_numbered_per_day(engine):
+    first = ledger.begin_attempt(engine, "production_quality", "2026-11-23", "run-1")
+    assert ledger.begin_attempt(engine, "production_quality", "2026-11-23", "run-1") == first
+    second = ledger.begin_attempt(engine, "production_quality", "2026-11-23", "run-2")
+    other_day = ledger.begin_attempt(engine, "production_quality", "2026-11-24", "run-2")
+    assert ledger.get_attempt(engine, first)["attempt"] == 1
+    assert ledger.get_attempt(engine, second)["attempt"] == 2
+    assert ledger.get_attempt(engine, other_day)["attempt"] == 1
+    assert ledger.latest_attempt(engine, "production_quality", "2026-11-23")["id"] == second
+
+
+def test_final_state_sets_finished_at_and_keeps_fields(engine):
+    attempt = ledger.begin_attempt(engine, "diagnostics", "2026-11-23", "run-1")
+    ledger.update_attempt(engine, attempt, route="blocked", reasons=[{"rule": "r", "text": "t"}])
+    assert ledger.get_attempt(engine, attempt)["finished_at"] is None
+    ledger.update_attempt(engine, attempt, state="blocked", rows_out=0)
+    row = ledger.get_attempt(engine, attempt)
+    assert (row["state"], row["route"], row["rows_out"]) == ("blocked", "blocked", 0)
+    assert row["reasons"] == [{"rule": "r", "text": "t"}]
+    assert row["finished_at"] is not None
+
+
+def test_unknown_state_or_field_is_refused(engine):
+    attempt = ledger.begin_attempt(engine, "diagnostics", "2026-11-23", "run-1")
+    with pytest.raises(ValueError, match="unknown ledger state"):
+        ledger.update_attempt(engine, attempt, state="shipped")
+    with pytest.raises(ValueError, match="unknown ledger fields"):
+        ledger.update_attempt(engine, attempt, colour="red")
+
+
+def test_events_are_appended_in_order(engine):
+    attempt = ledger.begin_attempt(engine, "diagnostics", "2026-11-23", "run-1")
+    ledger.record_event(engine, "diagnostics", "2026-11-23", "alert", {"n": 1}, attempt)
+    ledger.record_event(engine, "diagnostics", "2026-11-23", "blocked", {"n": 2}, attempt)
+    kinds = [
+        (e["kind"], e["detail"]["n"])
+        for e in ledger.list_events(engine, "diagnostics", "2026-11-23")
+    ]
+    assert kinds == [("alert", 1), ("blocked", 2)]
+
+
+def test_exported_without_receipt_is_listed_for_reconciliation(engine):
+    attempt = ledger.begin_attempt(engine, "production_quality", "2026-11-23", "run-1")
+    ledger.update_attempt(engine, attempt, state="exported", manifest_sha256="ab" * 32)
+    assert [r["id"] for r in ledger.exported_awaiting_receipt(engine)] == [attempt]
+    ledger.update_attempt(engine, attempt, state="received", receipt={"ok": True})
+    assert ledger.exported_awaiting_receipt(engine) == []
