@@ -35,6 +35,8 @@ def describe(exc: BaseException | None, step: str, wait_description: str | None)
     """(kind, cause) in plain words for an exception raised by a task."""
     if exc is None:
         return "task_failed", "the task failed without an error message"
+    if isinstance(exc.__cause__, CrossborderError):  # unwrapped from a no-retry failure
+        exc = exc.__cause__
     if type(exc).__name__ == "AirflowSensorTimeout":
         return "partition_late", f"the partition did not arrive in time: {wait_description}"
     if isinstance(exc, CrossborderError):

@@ -10,6 +10,8 @@ class CrossborderError(Exception):
     """Base error of the export pipeline; the message is meant for people, not parsers."""
 
     kind = "error"
+    # Retrying cannot fix bad data, a bad policy or a failed check; only I/O may be transient.
+    retryable = False
 
     def __init__(
         self,
@@ -61,6 +63,7 @@ class ExportRefused(CrossborderError):
 
 class UploadFailed(CrossborderError):
     kind = "upload_failed"
+    retryable = True
 
 
 class IntegrityMismatch(CrossborderError):

@@ -34,10 +34,24 @@ DEFAULT_ARGS: dict[str, Any] = {
 }
 
 
-def _settings() -> Any:
-    from crossborder.airflow_glue import settings
+def _call(step: str, *args: Any) -> Any:
+    """Run ``crossborder.steps.<step>`` with the task's settings.
 
-    return settings()
+    A typed error that retrying cannot fix fails the task at once (no retries); the
+    original error stays attached for the failure alert.
+    """
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from crossborder import steps
+    from crossborder.airflow_glue import settings
+    from crossborder.errors import CrossborderError
+
+    try:
+        return getattr(steps, step)(settings(), *args)
+    except CrossborderError as exc:
+        if exc.retryable:
+            raise
+        raise AirflowFailException(str(exc)) from exc
 
 
 def _day(context: dict[str, Any]) -> str:
@@ -80,42 +94,32 @@ def build_export_dag(policy_file: Path) -> DAG:
         )
         def wait_for_partition(**context: Any) -> PokeReturnValue:
             """Wait for the day's `_SUCCESS` marker in the Shanghai store."""
-            from crossborder import steps
-
             day = _day(context)
-            return PokeReturnValue(steps.partition_ready(_settings(), dataset, day), day)
+            return PokeReturnValue(_call("partition_ready", dataset, day), day)
 
         @task
         def extract(day: str, **context: Any) -> dict[str, Any]:
             """List the partition's files with size, SHA-256 and row count."""
-            from crossborder import steps
-
-            return steps.extract(_settings(), dataset, day, context["run_id"])
+            return _call("extract", dataset, day, context["run_id"])
 
         @task
         def validate(extracted: dict[str, Any], **context: Any) -> dict[str, Any]:
             """Run the dataset's Great Expectations suite on every file."""
-            from crossborder import steps
-
-            return steps.validate(_settings(), extracted, context["run_id"])
+            return _call("validate", extracted, context["run_id"])
 
         @task
         def anonymize(
             extracted: dict[str, Any], quality: dict[str, Any], **context: Any
         ) -> dict[str, Any]:
             """Stage the policy's allow-listed, transformed view of the partition in China."""
-            from crossborder import steps
-
-            return steps.anonymize(_settings(), extracted, context["run_id"])
+            return _call("anonymize", extracted, context["run_id"])
 
         @task
         def classify(
             day: str, quality: dict[str, Any], staged: dict[str, Any], **context: Any
         ) -> dict[str, Any]:
             """Decide the route: cleared, cac_review or blocked, with the rules applied."""
-            from crossborder import steps
-
-            return steps.decide(_settings(), dataset, day, context["run_id"], quality, staged)
+            return _call("decide", dataset, day, context["run_id"], quality, staged)
 
         @task.branch
         def route(decision: dict[str, Any]) -> str:
@@ -125,23 +129,17 @@ def build_export_dag(policy_file: Path) -> DAG:
         @task
         def record_blocked(day: str, decision: dict[str, Any], **context: Any) -> dict[str, Any]:
             """Record the blocked partition and its reasons; nothing leaves China."""
-            from crossborder import steps
-
-            return steps.record_blocked(_settings(), dataset, day, context["run_id"], decision)
+            return _call("record_blocked", dataset, day, context["run_id"], decision)
 
         @task
         def plan_upload(staged: dict[str, Any], decision: dict[str, Any]) -> list[dict[str, Any]]:
             """Prepare the U.S. prefix and list the files to upload, one mapped task each."""
-            from crossborder import steps
-
-            return steps.plan_upload(_settings(), staged, decision)
+            return _call("plan_upload", staged, decision)
 
         @task(max_active_tis_per_dagrun=2)
         def upload_part(part: dict[str, Any]) -> dict[str, Any]:
             """Encrypt one file for the U.S. recipient and upload it with checksums."""
-            from crossborder import steps
-
-            return steps.upload_part(_settings(), part)
+            return _call("upload_part", part)
 
         @task
         def publish_manifest(
@@ -154,10 +152,8 @@ def build_export_dag(policy_file: Path) -> DAG:
             **context: Any,
         ) -> dict[str, Any]:
             """Write the signed manifest last: the commit marker of the export."""
-            from crossborder import steps
-
-            return steps.publish(
-                _settings(),
+            return _call(
+                "publish",
                 dataset,
                 day,
                 context["run_id"],
