@@ -29,15 +29,18 @@ columns:
 
 
 def test_all_six_datasets_have_a_policy():
-    assert SHIPPED == sorted(
-        [
-            "adas_events",
-            "charging_sessions",
-            "diagnostics",
-            "owner_profiles",
-            "production_quality",
-            "vehicle_telemetry",
-        ]
+    assert (
+        sorted(
+            [
+                "adas_events",
+                "charging_sessions",
+                "diagnostics",
+                "owner_profiles",
+                "production_quality",
+                "vehicle_telemetry",
+            ]
+        )
+        == SHIPPED
     )
 
 
