@@ -1,0 +1,112 @@
+"""Extract, quality gate, staging and routing on real Parquet partitions (no Airflow)."""
+
+from datetime import date, datetime
+from zoneinfo import ZoneInfo
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from crossborder import synthetic
+from crossborder.anonymize import anonymize_partition
+from crossborder.classify import classify
+from crossborder.errors import PartitionInvalid, QualityFailed
+from crossborder.extract import extract_partition, is_ready, partition_day, sha256_file
+from crossborder.policy import load_policy
+from crossborder.quality import validate_files
+
+DAY = date(2026, 11, 23)
+
+
+@pytest.fixture
+def partition(tmp_path):
+    summary = synthetic.generate_partition(
+        tmp_path / "src", "production_quality", DAY, rows=2500, rows_per_file=1000
+    )
+    return tmp_path / "src", summary
+
+
+def test_partition_day_is_the_shanghai_day_before_the_logical_date():
+    shanghai = ZoneInfo("Asia/Shanghai")
+    assert partition_day(datetime(2026, 11, 24, 2, 0, tzinfo=shanghai)) == DAY
+    # 23:30 UTC on the 23rd is already 07:30 on the 24th in Shanghai.
+    assert partition_day(datetime(2026, 11, 23, 23, 30, tzinfo=ZoneInfo("UTC"))) == DAY
+
+
+def test_extract_records_size_hash_and_rows_of_every_file(partition):
+    root, summary = partition
+    found = extract_partition(root, "production_quality", str(DAY))
+    assert [f.name for f in found.files] == [f"part-0000{i}.parquet" for i in range(3)]
+    assert found.rows == 2500
+    first = found.files[0]
+    assert first.sha256 == sha256_file(summary.path / first.name)
+    assert first.size == (summary.path / first.name).stat().st_size
+
+
+def test_partition_without_success_marker_is_not_ready_nor_extractable(partition):
+    root, summary = partition
+    (summary.path / "_SUCCESS").unlink()
+    assert not is_ready(root, "production_quality", str(DAY))
+    with pytest.raises(PartitionInvalid, match="no _SUCCESS marker"):
+        extract_partition(root, "production_quality", str(DAY))
+
+
+def test_unreadable_file_is_named(partition):
+    root, summary = partition
+    (summary.path / "part-00001.parquet").write_bytes(b"not parquet")
+    with pytest.raises(PartitionInvalid) as err:
+        extract_partition(root, "production_quality", str(DAY))
+    assert "part-00001.parquet" in str(err.value)
+    assert "dataset production_quality, day 2026-11-23" in str(err.value)
+
+
+def test_generated_partition_passes_its_quality_suite(partition):
+    root, _ = partition
+    found = extract_partition(root, "production_quality", str(DAY))
+    result = validate_files("production_quality", str(DAY), [f.path for f in found.files])
+    assert result.success
+    assert result.suite == "production_quality.raw"
+    assert all(r.evaluated >= 10 for r in result.files)
+
+
+def test_quality_failure_names_file_expectation_and_count(partition):
+    root, summary = partition
+    bad = summary.path / "part-00002.parquet"
+    table = pq.read_table(bad)
+    ids = table.column("inspection_id").to_pylist()
+    ids[1] = ids[0]  # a duplicate key
+    table = table.set_column(0, "inspection_id", pa.array(ids, pa.string()))
+    pq.write_table(table, bad)
+    found = extract_partition(root, "production_quality", str(DAY))
+    with pytest.raises(QualityFailed) as err:
+        validate_files("production_quality", str(DAY), [f.path for f in found.files])
+    message = str(err.value)
+    assert err.value.file == str(bad)
+    assert "part-00002.parquet: expect_column_values_to_be_unique on inspection_id" in message
+    assert "(2 unexpected)" in message
+
+
+def test_staging_keeps_only_allowed_columns_and_every_row(partition, tmp_path):
+    root, _ = partition
+    policy = load_policy("production_quality")
+    found = extract_partition(root, "production_quality", str(DAY))
+    staged = anonymize_partition(policy, found, tmp_path / "staging")
+    assert staged.rows == 2500
+    assert staged.policy_version == policy.version
+    for item in staged.files:
+        table = pq.read_table(item.path)
+        assert table.column_names == policy.exported_columns
+        assert item.sha256 == sha256_file(item.path)
+    again = anonymize_partition(policy, found, tmp_path / "staging")
+    assert [f.sha256 for f in again.files] == [f.sha256 for f in staged.files]
+
+
+def test_routes_fail_closed():
+    active = load_policy("production_quality")
+    assert classify(active, quality_passed=True, staged_rows=10).route == "cleared"
+    assert classify(active, quality_passed=False, staged_rows=10).route == "blocked"
+    assert classify(active, quality_passed=True, staged_rows=None).route == "blocked"
+    draft = classify(load_policy("owner_profiles"), quality_passed=True, staged_rows=10)
+    assert draft.route == "blocked"
+    assert draft.reasons[0].rule == "policy.status"
+    assert "no complete policy yet" in draft.reasons[0].text
