@@ -1,0 +1,174 @@
+"""Shared fixtures: a real S3 API on loopback, throw-away keys, small Parquet partitions.
+
+Keys are generated at run time and never written to the repository.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import socket
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import boto3
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from moto.server import ThreadedMotoServer
+
+from crossborder import crypto, landing
+from crossborder.manifest import build_manifest
+
+# --- S3 on loopback ---------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    """URL of a moto S3 server in a thread on 127.0.0.1 (in-memory, whole session)."""
+    port = _free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def s3_client(s3_endpoint: str):
+    return boto3.client(
+        "s3",
+        endpoint_url=s3_endpoint,
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+
+
+@pytest.fixture
+def us_bucket(s3_client) -> str:
+    """A fresh, empty landing bucket for one test."""
+    name = f"us-landing-{uuid.uuid4().hex[:12]}"
+    s3_client.create_bucket(Bucket=name)
+    return name
+
+
+# --- keys -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class KeyPairs:
+    # repr=False: failing tests print fixtures, and keys have no business in logs.
+    recipient_private: bytes = field(repr=False)
+    recipient_public: bytes = field(repr=False)
+    signing_private: bytes = field(repr=False)
+    signing_public: bytes = field(repr=False)
+
+
+@pytest.fixture(scope="session")
+def keys() -> KeyPairs:
+    """U.S. recipient RSA pair and CN manifest-signing Ed25519 pair, made for this run."""
+    recipient_private, recipient_public = crypto.generate_recipient_keypair()
+    signing_private, signing_public = crypto.generate_signing_keypair()
+    return KeyPairs(recipient_private, recipient_public, signing_private, signing_public)
+
+
+# --- Parquet partitions and the China-side export ---------------------------------------
+
+DATASET = "vehicle_telemetry"
+DAY = "2024-05-01"
+
+
+def write_parquet(path: Path, rows: int, *, seed: int = 0, blob_bytes: int = 0) -> Path:
+    """A small telemetry-like Parquet file; blob_bytes of random data per row make it big."""
+    rng = random.Random(seed)
+    table = pa.table(
+        {
+            "vehicle": [f"pseudo-{rng.getrandbits(64):016x}" for _ in range(rows)],
+            "speed_kmh": [rng.uniform(0, 160) for _ in range(rows)],
+            "soc_pct": [rng.randint(0, 100) for _ in range(rows)],
+            "blob": [rng.randbytes(blob_bytes) for _ in range(rows)],
+        }
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(table, path, compression="NONE" if blob_bytes else "snappy")
+    return path
+
+
+@pytest.fixture
+def make_partition(tmp_path: Path) -> Callable[..., list[Path]]:
+    """make_partition(n, seed=0, rows=50) → n Parquet files part-00000.parquet, ..."""
+
+    def make(n: int, *, seed: int = 0, rows: int = 50, name: str = "staging") -> list[Path]:
+        folder = tmp_path / f"{name}-{seed}"
+        return [
+            write_parquet(folder / f"part-{i:05d}.parquet", rows + i, seed=seed * 1000 + i)
+            for i in range(n)
+        ]
+
+    return make
+
+
+@dataclass(frozen=True)
+class Export:
+    prepared: landing.PrepareResult
+    records: list[dict]
+    manifest: dict
+    published: landing.PublishedManifest
+
+
+@pytest.fixture
+def export_partition(
+    s3_client, us_bucket: str, keys: KeyPairs, tmp_path: Path
+) -> Callable[..., Export]:
+    """The China-side flow for one partition: prepare → upload each file → publish."""
+    workdir = tmp_path / "encrypt-work"
+    workdir.mkdir()
+
+    def export(
+        files: list[Path],
+        *,
+        dataset: str = DATASET,
+        day: str = DAY,
+        transfer: landing.TransferSettings | None = None,
+        dag_run_id: str = "scheduled__2024-05-01",
+    ) -> Export:
+        planned = {
+            landing.object_key(dataset, day, f.name): hashlib.sha256(f.read_bytes()).hexdigest()
+            for f in files
+        }
+        prepared = landing.prepare_partition(s3_client, us_bucket, dataset, day, planned)
+        records = [
+            landing.upload_encrypted(
+                s3_client, us_bucket, key, f, keys.recipient_public, workdir, transfer
+            )
+            for key, f in zip(planned, files, strict=True)
+        ]
+        rows = sum(r["rows"] for r in records)
+        manifest = build_manifest(
+            dataset=dataset,
+            partition_date=day,
+            route="cleared",
+            policy_version="sha256:" + "ab" * 32,
+            dag_run_id=dag_run_id,
+            rows_in=rows,
+            rows_out=rows,
+            quality={f"{dataset}.anonymized": {"success": True, "evaluated": 12}},
+            objects=records,
+            encryption=crypto.encryption_info(keys.recipient_public),
+        )
+        published = landing.publish_manifest(
+            s3_client, us_bucket, dataset, day, manifest, keys.signing_private
+        )
+        return Export(prepared, records, manifest, published)
+
+    return export
