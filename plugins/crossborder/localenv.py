@@ -149,8 +149,11 @@ class LocalEnv:
 
 def start_s3_server() -> tuple[Any, str]:
     """A real S3 API on loopback (moto server mode); returns (server, endpoint url)."""
+    import logging
+
     from moto.server import ThreadedMotoServer
 
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no line per request
     port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
