@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from crossborder import ledger, synthetic
-from crossborder.extract import sha256_file
+from crossborder.digest import sha256_file
 from crossborder.landing import partition_prefix
 from crossborder.localenv import (
     US_BUCKET,
@@ -192,4 +192,4 @@ def test_staged_plaintext_hash_is_what_the_manifest_vouches_for(env, exported_da
     manifest = json.loads(body.read())
     staged = env.staging / "production_quality" / f"dt={DAY}"
     for obj in manifest["objects"]:
-        assert obj["plaintext_sha256"] == sha256_file(staged / obj["part"])
+        assert obj["plaintext_sha256"] == sha256_file(staged / obj["part"])[0]

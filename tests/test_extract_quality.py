@@ -10,8 +10,9 @@ import pytest
 from crossborder import synthetic
 from crossborder.anonymize import anonymize_partition
 from crossborder.classify import classify
+from crossborder.digest import sha256_file
 from crossborder.errors import PartitionInvalid, QualityFailed
-from crossborder.extract import extract_partition, is_ready, partition_day, sha256_file
+from crossborder.extract import extract_partition, is_ready, partition_day
 from crossborder.policy import load_policy
 from crossborder.quality import validate_files
 
@@ -39,7 +40,7 @@ def test_extract_records_size_hash_and_rows_of_every_file(partition):
     assert [f.name for f in found.files] == [f"part-0000{i}.parquet" for i in range(3)]
     assert found.rows == 2500
     first = found.files[0]
-    assert first.sha256 == sha256_file(summary.path / first.name)
+    assert first.sha256 == sha256_file(summary.path / first.name)[0]
     assert first.size == (summary.path / first.name).stat().st_size
 
 
@@ -96,7 +97,7 @@ def test_staging_keeps_only_allowed_columns_and_every_row(partition, tmp_path):
     for item in staged.files:
         table = pq.read_table(item.path)
         assert table.column_names == policy.exported_columns
-        assert item.sha256 == sha256_file(item.path)
+        assert item.sha256 == sha256_file(item.path)[0]
     again = anonymize_partition(policy, found, tmp_path / "staging")
     assert [f.sha256 for f in again.files] == [f.sha256 for f in staged.files]
 

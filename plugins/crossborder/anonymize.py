@@ -12,8 +12,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from crossborder.digest import sha256_file
 from crossborder.errors import PartitionInvalid, PolicyInvalid
-from crossborder.extract import Extract, sha256_file
+from crossborder.extract import Extract
 from crossborder.policy import Policy
 
 
@@ -101,7 +102,8 @@ def _stage_file(policy: Policy, extract: Extract, src: Path, size: int, dst: Pat
         if writer is not None:
             writer.close()
     tmp.replace(dst)
-    return StagedFile(dst.name, str(dst), rows, dst.stat().st_size, sha256_file(dst))
+    sha256, size = sha256_file(dst)
+    return StagedFile(dst.name, str(dst), rows, size, sha256)
 
 
 def _apply(policy: Policy, table: Any) -> Any:

@@ -6,7 +6,6 @@ size, SHA-256 and row count so later steps (and the ledger) can prove what they 
 
 from __future__ import annotations
 
-import hashlib
 import re
 from dataclasses import asdict, dataclass
 from datetime import date, datetime, timedelta
@@ -14,12 +13,12 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from crossborder.digest import sha256_file
 from crossborder.errors import PartitionInvalid
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 SUCCESS_MARKER = "_SUCCESS"
 PART_NAME = re.compile(r"^part-\d{5}\.parquet$")
-_HASH_CHUNK = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -71,14 +70,6 @@ def is_ready(source_root: Path, dataset: str, day: str) -> bool:
     return (partition_path(source_root, dataset, day) / SUCCESS_MARKER).is_file()
 
 
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(_HASH_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def extract_partition(source_root: Path, dataset: str, day: str) -> Extract:
     """List a complete partition's files with size, SHA-256 and row count."""
     import pyarrow.parquet as pq
@@ -104,5 +95,6 @@ def extract_partition(source_root: Path, dataset: str, day: str) -> Extract:
             raise PartitionInvalid(
                 f"not a readable Parquet file ({exc})", dataset=dataset, day=day, file=str(path)
             ) from exc
-        files.append(SourceFile(name, str(path), path.stat().st_size, sha256_file(path), rows))
+        sha256, size = sha256_file(path)
+        files.append(SourceFile(name, str(path), size, sha256, rows))
     return Extract(dataset=dataset, day=day, path=str(folder), files=tuple(files))

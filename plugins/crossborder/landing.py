@@ -40,6 +40,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from s3transfer.utils import ChunksizeAdjuster
 
 from crossborder import crypto
+from crossborder.digest import sha256_file
 from crossborder.errors import CrossborderError, IntegrityMismatch, UploadFailed
 from crossborder.manifest import (
     PART_NAME,
@@ -277,15 +278,6 @@ def _reusable(found: dict | None, plaintext_sha256: str, plaintext_size: int, ki
     return same
 
 
-def _sha256_file(path: Path) -> tuple[str, int]:
-    digest, size = hashlib.sha256(), 0
-    with path.open("rb") as f:
-        while chunk := f.read(crypto.CHUNK):
-            digest.update(chunk)
-            size += len(chunk)
-    return digest.hexdigest(), size
-
-
 def _parquet_rows(path: Path) -> int:
     try:
         return pq.read_metadata(path).num_rows
@@ -311,7 +303,7 @@ def upload_encrypted(
     with error_context(dataset, day, key):
         plaintext = Path(plaintext)
         rows = _parquet_rows(plaintext)
-        plaintext_sha256, plaintext_size = _sha256_file(plaintext)
+        plaintext_sha256, plaintext_size = sha256_file(plaintext)
         kid = crypto.key_id(recipient_public_pem)
         found = head(s3, bucket, key)
         if _reusable(found, plaintext_sha256, plaintext_size, kid):

@@ -35,6 +35,7 @@ import boto3
 from botocore.exceptions import BotoCoreError, ClientError
 
 from crossborder import crypto, landing
+from crossborder.digest import sha256_file
 from crossborder.errors import CrossborderError, IntegrityMismatch
 from crossborder.landing import S3Client, error_context
 from crossborder.manifest import canonical_json, day_str, parse_manifest, utc_now
@@ -193,18 +194,9 @@ def _landed(target: Path, objects: list[dict]) -> bool:
     if not target.is_dir() or {p.name for p in target.iterdir()} != {o["part"] for o in objects}:
         return False
     return all(
-        _file_sha256(target / o["part"]) == (o["plaintext_sha256"], o["plaintext_size"])
+        sha256_file(target / o["part"]) == (o["plaintext_sha256"], o["plaintext_size"])
         for o in objects
     )
-
-
-def _file_sha256(path: Path) -> tuple[str, int]:
-    digest, size = hashlib.sha256(), 0
-    with path.open("rb") as f:
-        while chunk := f.read(crypto.CHUNK):
-            digest.update(chunk)
-            size += len(chunk)
-    return digest.hexdigest(), size
 
 
 def _land(
