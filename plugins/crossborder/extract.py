@@ -62,7 +62,7 @@ def partition_day(logical_date: datetime) -> date:
     return logical_date.astimezone(SHANGHAI).date() - timedelta(days=1)
 
 
-def partition_path(source_root: Path, dataset: str, day: str) -> Path:
+def partition_path(source_root: Path | str, dataset: str, day: date | str) -> Path:
     return Path(source_root) / dataset / f"dt={day}"
 
 

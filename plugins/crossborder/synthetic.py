@@ -31,6 +31,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from crossborder import identifiers as ids
+from crossborder.extract import SUCCESS_MARKER, partition_path
 
 DATASETS = (
     "vehicle_telemetry",
@@ -53,7 +54,6 @@ ROW_GROUP_ROWS = 250_000
 DEFAULT_SENSITIVE_AREAS = (
     Path(__file__).resolve().parents[2] / "policies" / "sensitive_areas.geojson"
 )
-SUCCESS_MARKER = "_SUCCESS"
 SHANGHAI_TZ = "Asia/Shanghai"
 TIMESTAMP = pa.timestamp("ms", tz=SHANGHAI_TZ)
 DAY_MS = 86_400_000
@@ -855,10 +855,6 @@ class PartitionSummary:
     path: Path
     files: int
     rows: int
-
-
-def partition_path(root: Path | str, dataset: str, day: date) -> Path:
-    return Path(root) / dataset / f"dt={day.isoformat()}"
 
 
 def generate_partition(
