@@ -1,0 +1,197 @@
+"""The daily export's task functions, run without Airflow against a real S3 API."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from datetime import date
+from pathlib import Path
+
+import pytest
+from conftest import write_parquet
+
+from crossborder import landing, ledger, receive, steps, synthetic
+from crossborder.anonymize import staging_path
+from crossborder.digest import sha256_file
+from crossborder.errors import ExportRefused, KeyUnavailable
+from crossborder.localenv import US_BUCKET, LocalEnv
+
+DATASET = "production_quality"
+DAY = "2026-11-23"
+MiB = 1 << 20
+
+
+@pytest.fixture
+def env(tmp_path, s3_endpoint, s3_client):
+    """A fresh local environment on the session's S3 server, its landing bucket emptied."""
+    local = LocalEnv(tmp_path / "env", s3_endpoint)
+    if _bucket_exists(s3_client):
+        for key in landing.list_keys(s3_client, US_BUCKET, ""):
+            s3_client.delete_object(Bucket=US_BUCKET, Key=key)
+    local.prepare()
+    return local
+
+
+def _bucket_exists(s3) -> bool:
+    return US_BUCKET in {b["Name"] for b in s3.list_buckets().get("Buckets", [])}
+
+
+def _run_cleared_path(env: LocalEnv, run_id: str) -> dict:
+    """Every step of the cleared route, as the DAG runs them."""
+    cfg = env.settings()
+    extracted = steps.extract(cfg, DATASET, DAY, run_id)
+    quality = steps.validate(cfg, extracted, run_id)
+    staged = steps.anonymize(cfg, extracted, run_id)
+    decision = steps.decide(cfg, DATASET, DAY, run_id, quality, staged)
+    parts = steps.plan_upload(cfg, staged, decision)
+    objects = [steps.upload_part(cfg, part) for part in parts]
+    return steps.publish(cfg, DATASET, DAY, run_id, objects, quality, staged, decision, extracted)
+
+
+def _bucket_state(env: LocalEnv) -> dict[str, str]:
+    s3 = env.s3_client()
+    listing = s3.list_objects_v2(Bucket=US_BUCKET, Prefix=landing.partition_prefix(DATASET, DAY))
+    return {o["Key"]: o["ETag"] for o in listing.get("Contents", [])}
+
+
+def test_retrying_every_step_in_the_same_run_changes_nothing(env):
+    synthetic.generate_partition(env.source, DATASET, date.fromisoformat(DAY), rows=2000)
+    first = _run_cleared_path(env, "run-1")
+    state = _bucket_state(env)
+    manifest = landing.get_bytes(env.s3_client(), US_BUCKET, landing.manifest_key(DATASET, DAY))
+
+    again = _run_cleared_path(env, "run-1")
+
+    assert again == first
+    assert _bucket_state(env) == state
+    assert landing.get_bytes(env.s3_client(), US_BUCKET, landing.manifest_key(DATASET, DAY)) == (
+        manifest
+    )
+    row = ledger.latest_attempt(ledger.connect(env.ledger_url), DATASET, DAY)
+    assert (row["attempt"], row["state"], row["rows_out"]) == (1, "exported", 2000)
+
+
+@pytest.mark.parametrize("route", ["blocked", "cac_review"])
+def test_upload_and_publish_refuse_anything_not_cleared(env, route):
+    synthetic.generate_partition(env.source, DATASET, date.fromisoformat(DAY), rows=100)
+    cfg = env.settings()
+    extracted = steps.extract(cfg, DATASET, DAY, "run-1")
+    quality = steps.validate(cfg, extracted, "run-1")
+    staged = steps.anonymize(cfg, extracted, "run-1")
+    forged = {"route": route, "reasons": []}
+    with pytest.raises(ExportRefused, match=f"route is '{route}'"):
+        steps.plan_upload(cfg, staged, forged)
+    with pytest.raises(ExportRefused):
+        steps.publish(cfg, DATASET, DAY, "run-1", [], quality, staged, forged, extracted)
+    assert _bucket_state(env) == {}
+
+
+def test_missing_recipient_key_fails_before_anything_is_uploaded(env):
+    synthetic.generate_partition(env.source, DATASET, date.fromisoformat(DAY), rows=100)
+    cfg = env.settings()
+    extracted = steps.extract(cfg, DATASET, DAY, "run-1")
+    quality = steps.validate(cfg, extracted, "run-1")
+    staged = steps.anonymize(cfg, extracted, "run-1")
+    decision = steps.decide(cfg, DATASET, DAY, "run-1", quality, staged)
+    parts = steps.plan_upload(cfg, staged, decision)
+    no_key = type(cfg)(**{**cfg.__dict__, "recipient_public_pem": None})
+    with pytest.raises(KeyUnavailable, match="recipient_public_pem is not configured"):
+        steps.upload_part(no_key, parts[0])
+    assert _bucket_state(env) == {}
+
+
+# A real process killed mid-upload: it stops after the first multipart part is stored.
+KILLED_UPLOAD = textwrap.dedent(
+    """
+    import sys, time
+    from pathlib import Path
+    from crossborder import landing
+    from crossborder.localenv import US_BUCKET, LocalEnv
+
+    env = LocalEnv(Path(sys.argv[1]), sys.argv[2])
+    s3 = env.s3_client()
+    def stall(**_):
+        print("part stored", flush=True)
+        time.sleep(600)
+    s3.meta.events.register("after-call.s3.UploadPart", stall)
+    transfer = landing.TransferSettings(5 << 20, 5 << 20, max_concurrency=1)
+    landing.upload_encrypted(s3, US_BUCKET, sys.argv[3], Path(sys.argv[4]),
+                             env.key("us_recipient_public.pem"), Path(sys.argv[5]), transfer)
+    """
+)
+
+
+def test_run_killed_mid_upload_is_completed_by_the_next_run(env, tmp_path):
+    staged_dir = staging_path(env.staging, DATASET, DAY)
+    staged_dir.mkdir(parents=True)
+    plain = write_parquet(staged_dir / "part-00000.parquet", rows=24, blob_bytes=MiB)
+    key = landing.object_key(DATASET, DAY, plain.name)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            KILLED_UPLOAD,
+            str(env.root),
+            env.s3_endpoint,
+            key,
+            str(plain),
+            str(tmp_path),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+    )
+    try:
+        assert proc.stdout.readline().strip() == "part stored"
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    s3 = env.s3_client()
+    assert len(s3.list_multipart_uploads(Bucket=US_BUCKET).get("Uploads", [])) == 1
+    assert _bucket_state(env) == {}
+
+    digest, size = sha256_file(plain)
+    staged = {
+        "dataset": DATASET,
+        "day": DAY,
+        "policy_version": "sha256:test",
+        "columns": ["vehicle", "speed_kmh", "soc_pct", "blob"],
+        "rows": 24,
+        "files": [
+            {"name": plain.name, "path": str(plain), "rows": 24, "size": size, "sha256": digest}
+        ],
+    }
+    decision = {"route": "cleared", "reasons": []}
+    cfg = env.settings()
+    started = time.monotonic()
+    parts = steps.plan_upload(cfg, staged, decision)
+    objects = [steps.upload_part(cfg, part) for part in parts]
+    steps.publish(
+        cfg,
+        DATASET,
+        DAY,
+        "run-2",
+        objects,
+        {"status": "passed"},
+        staged,
+        decision,
+        {"rows": 24},
+    )
+    assert time.monotonic() - started < 60
+    assert s3.list_multipart_uploads(Bucket=US_BUCKET).get("Uploads", []) == []
+
+    receive.receive_partition(
+        s3,
+        US_BUCKET,
+        DATASET,
+        DAY,
+        env.lake,
+        env.key("us_recipient_private.pem"),
+        env.key("manifest_signing_public.pem"),
+    )
+    landed = env.lake / DATASET / f"dt={DAY}" / plain.name
+    assert landed.read_bytes() == Path(plain).read_bytes()
