@@ -142,6 +142,8 @@ def _standalone(env: LocalEnv) -> int:
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords),
         "AIRFLOW__API__PORT": str(port),
         "AIRFLOW__API__HOST": "127.0.0.1",
+        "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{port}",
+        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
     }
     _say(f"Airflow UI: http://127.0.0.1:{port}  login: admin / {password}  (Ctrl-C to stop)")
     with contextlib.suppress(KeyboardInterrupt):

@@ -111,3 +111,16 @@ def test_routes_fail_closed():
     assert draft.route == "blocked"
     assert draft.reasons[0].rule == "policy.status"
     assert "no complete policy yet" in draft.reasons[0].text
+
+
+def test_run_day_prefers_the_partition_date_param_then_the_logical_date():
+    from types import SimpleNamespace
+
+    from crossborder.airflow_glue import run_day
+
+    shanghai = ZoneInfo("Asia/Shanghai")
+    scheduled = datetime(2026, 11, 24, 2, 0, tzinfo=shanghai)
+    assert run_day({"params": {"partition_date": "2026-10-01"}}) == "2026-10-01"
+    assert run_day({"params": {"partition_date": None}, "logical_date": scheduled}) == str(DAY)
+    no_logical_date = {"logical_date": None, "dag_run": SimpleNamespace(run_after=scheduled)}
+    assert run_day(no_logical_date) == str(DAY)

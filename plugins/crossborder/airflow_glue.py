@@ -96,8 +96,12 @@ def receiver_settings() -> ReceiverSettings:
 
 
 def run_day(context: dict[str, Any]) -> str:
-    """The Shanghai day a run exports: ``params.partition_date`` if given, else derived."""
+    """The Shanghai day a run exports: ``params.partition_date`` if given, else derived.
+
+    Runs triggered without a logical date (allowed in Airflow 3) use their ``run_after``.
+    """
     override = (context.get("params") or {}).get("partition_date")
     if override:
         return date.fromisoformat(override).isoformat()
-    return partition_day(context["logical_date"]).isoformat()
+    when = context.get("logical_date") or context["dag_run"].run_after
+    return partition_day(when).isoformat()

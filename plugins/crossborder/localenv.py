@@ -169,10 +169,11 @@ def airflow(
     extra_env: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
     """Run an ``airflow`` CLI command in this environment."""
-    command = [str(Path(sys.executable).with_name("airflow")), *args]
+    bin_dir = Path(sys.executable).parent  # the venv's; standalone starts `airflow ...` by name
+    path = os.pathsep.join([str(bin_dir), os.environ.get("PATH", "")])
     return subprocess.run(
-        command,
-        env={**os.environ, **env.airflow_env(), **(extra_env or {})},
+        [str(bin_dir / "airflow"), *args],
+        env={**os.environ, **env.airflow_env(), "PATH": path, **(extra_env or {})},
         check=check,
         capture_output=capture,
         text=True,
