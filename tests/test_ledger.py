@@ -84,3 +84,21 @@ def test_exported_without_receipt_is_listed_for_reconciliation(engine):
     assert [r["id"] for r in ledger.exported_awaiting_receipt(engine)] == [attempt]
     ledger.update_attempt(engine, attempt, state="received", receipt={"ok": True})
     assert ledger.exported_awaiting_receipt(engine) == []
+
+
+def test_ledger_url_from_the_airflow_connection():
+    from types import SimpleNamespace
+
+    from crossborder.airflow_glue import ledger_url
+
+    def conn(conn_type, **fields):
+        defaults = {"host": None, "login": None, "password": None, "port": None, "schema": None}
+        return SimpleNamespace(conn_type=conn_type, extra_dejson={}, **{**defaults, **fields})
+
+    assert ledger_url(conn("sqlite", host="/var/lib/ledger.db")) == "sqlite:////var/lib/ledger.db"
+    pg = conn(
+        "postgres", host="db", login="exporter", password="s3cret", port=5432, schema="ledger"
+    )
+    assert ledger_url(pg) == "postgresql+psycopg2://exporter:s3cret@db:5432/ledger"
+    with pytest.raises(ValueError, match="unsupported connection type 'mysql'"):
+        ledger_url(conn("mysql"))

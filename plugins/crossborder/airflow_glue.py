@@ -35,11 +35,10 @@ def _pem(name: str) -> bytes | None:
     return value.encode() if value else None
 
 
-def ledger_url() -> str:
+def ledger_url(conn: Any) -> str:
     """SQLAlchemy URL of the ``export_ledger`` connection (sqlite or postgres)."""
     import sqlalchemy as sa
 
-    conn = _connection("export_ledger")
     explicit = conn.extra_dejson.get("sqlalchemy_url")
     if explicit:
         return explicit
@@ -74,7 +73,7 @@ def settings() -> Settings:
     return Settings(
         source_root=Path(source),
         staging_root=Path(_variable("staging_root")),
-        ledger_url=ledger_url(),
+        ledger_url=ledger_url(_connection("export_ledger")),
         us_bucket=_variable("us_landing_bucket"),
         s3_client=s3_client_factory(),
         recipient_public_pem=_pem("us_recipient_public_key"),
