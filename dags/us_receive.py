@@ -1,5 +1,5 @@
-"""Airflow DAGs of the U.S. side: receive exported partitions; reconcile receipts in China."""
+"""Airflow DAG of the U.S. side: receive exported partitions and write receipts."""
 
-from crossborder.receive_dag import build_receive_dags
+from crossborder.receive_dag import build_receive_dag
 
-globals().update(build_receive_dags())
+us_receive = build_receive_dag()

@@ -10,8 +10,19 @@ import pytest
 from crossborder.policy import REPO_ROOT, policy_files
 
 EXPECTED_EXPORT_DAGS = {f"cn_export_{p.stem}" for p in policy_files()}
-ALLOWED_TAGS = {"cn-export", "us-receive", "active", "draft"} | {p.stem for p in policy_files()}
-HEAVY_MODULES = ("pandas", "pyarrow", "great_expectations", "boto3", "botocore")
+ALLOWED_TAGS = {"cn-export", "us-receive", "active", "draft", "invalid"} | {
+    p.stem for p in policy_files()
+}
+HEAVY_MODULES = (
+    "pandas",
+    "pyarrow",
+    "great_expectations",
+    "boto3",
+    "botocore",
+    "s3transfer",
+    "aws_encryption_sdk",
+    "moto",
+)
 
 # Parse the DAG folder in a fresh interpreter, as Airflow's DAG processor does.
 PARSE_SCRIPT = textwrap.dedent(
@@ -38,11 +49,9 @@ PARSE_SCRIPT = textwrap.dedent(
 )
 
 
-@pytest.fixture(scope="module")
-def parsed(tmp_path_factory):
+def _parse(home, policies=None) -> dict:
     import json
 
-    home = tmp_path_factory.mktemp("airflow-home")
     env = {
         **os.environ,
         "AIRFLOW_HOME": str(home),
@@ -50,6 +59,8 @@ def parsed(tmp_path_factory):
         "AIRFLOW__CORE__DAGS_FOLDER": str(REPO_ROOT / "dags"),
         "PYTHONPATH": str(REPO_ROOT / "plugins"),
     }
+    if policies:
+        env["CROSSBORDER_POLICIES_DIR"] = str(policies)
     out = subprocess.run(
         [sys.executable, "-c", PARSE_SCRIPT, str(REPO_ROOT / "dags"), ",".join(HEAVY_MODULES)],
         env=env,
@@ -58,6 +69,11 @@ def parsed(tmp_path_factory):
         check=True,
     )
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="module")
+def parsed(tmp_path_factory):
+    return _parse(tmp_path_factory.mktemp("airflow-home"))
 
 
 def test_every_dag_file_imports_without_errors(parsed):
@@ -92,3 +108,16 @@ def test_export_tasks_alert_on_failure_and_run_on_shanghai_time(parsed):
         info = parsed["dags"][dag_id]
         assert all(info["callbacks"]), dag_id
         assert info["timezone"] == "Asia/Shanghai"
+
+
+def test_a_broken_policy_file_does_not_take_the_other_dags_down(tmp_path):
+    import shutil
+
+    policies = tmp_path / "policies"
+    shutil.copytree(REPO_ROOT / "policies", policies)
+    (policies / "diagnostics.yaml").write_text("dataset: [unclosed", encoding="utf-8")
+    result = _parse(tmp_path / "home", policies)
+    assert result["errors"] == {}
+    assert set(result["dags"]) >= EXPECTED_EXPORT_DAGS
+    assert "invalid" in result["dags"]["cn_export_diagnostics"]["tags"]
+    assert "active" in result["dags"]["cn_export_production_quality"]["tags"]

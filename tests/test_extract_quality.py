@@ -1,5 +1,6 @@
 """Extract, quality gate, staging and routing on real Parquet partitions (no Airflow)."""
 
+import os
 from datetime import date, datetime
 from zoneinfo import ZoneInfo
 
@@ -102,15 +103,56 @@ def test_staging_keeps_only_allowed_columns_and_every_row(partition, tmp_path):
     assert [f.sha256 for f in again.files] == [f.sha256 for f in staged.files]
 
 
+PASSED = {"status": "passed"}
+
+
+def _staged(policy, **changes):
+    return {
+        "status": "staged",
+        "policy_version": policy.version,
+        "columns": policy.exported_columns,
+        **changes,
+    }
+
+
 def test_routes_fail_closed():
     active = load_policy("production_quality")
-    assert classify(active, quality_passed=True, staged_rows=10).route == "cleared"
-    assert classify(active, quality_passed=False, staged_rows=10).route == "blocked"
-    assert classify(active, quality_passed=True, staged_rows=None).route == "blocked"
-    draft = classify(load_policy("owner_profiles"), quality_passed=True, staged_rows=10)
-    assert draft.route == "blocked"
-    assert draft.reasons[0].rule == "policy.status"
-    assert "no complete policy yet" in draft.reasons[0].text
+    staged = _staged(active)
+    assert classify(active, PASSED, staged).route == "cleared"
+    assert classify(active, PASSED, staged).policy_version == active.version
+    cases = {
+        "quality failed": (active, {"status": "failed"}, staged),
+        "no suite": (active, {"status": "no_suite"}, staged),
+        "not staged": (active, PASSED, {"status": "skipped"}),
+        "draft policy": (load_policy("owner_profiles"), PASSED, staged),
+    }
+    reasons = {}
+    for case, args in cases.items():
+        decision = classify(*args)
+        assert decision.route == "blocked", case
+        reasons[case] = decision.reasons[0]
+    assert reasons["draft policy"].rule == "policy.status"
+    assert "no complete policy yet" in reasons["draft policy"].text
+    assert "no quality suite" in reasons["no suite"].text
+
+
+def test_policy_changed_after_staging_is_blocked(tmp_path):
+    import shutil
+
+    shutil.copy(load_policy("production_quality").path, tmp_path)
+    staged_under = load_policy("production_quality", tmp_path)
+    path = tmp_path / "production_quality.yaml"
+    path.write_text(
+        path.read_text().replace(
+            "station:        {class: none, transform: keep}",
+            "station:        {class: personal, transform: drop}",
+        )
+    )
+    now = load_policy("production_quality", tmp_path)
+    decision = classify(now, PASSED, _staged(staged_under))
+    assert decision.route == "blocked"
+    assert decision.reasons[0].rule == "policy.version"
+    assert "re-run from anonymize" in decision.reasons[0].text
 
 
 def test_run_day_prefers_the_partition_date_param_then_the_logical_date():
@@ -124,3 +166,22 @@ def test_run_day_prefers_the_partition_date_param_then_the_logical_date():
     assert run_day({"params": {"partition_date": None}, "logical_date": scheduled}) == str(DAY)
     no_logical_date = {"logical_date": None, "dag_run": SimpleNamespace(run_after=scheduled)}
     assert run_day(no_logical_date) == str(DAY)
+
+
+def test_empty_partition_is_refused(tmp_path):
+    folder = tmp_path / "production_quality" / f"dt={DAY}"
+    folder.mkdir(parents=True)
+    (folder / "_SUCCESS").touch()
+    with pytest.raises(PartitionInvalid, match="no part files"):
+        extract_partition(tmp_path, "production_quality", str(DAY))
+
+
+def test_source_file_changed_after_extract_is_not_staged(partition, tmp_path):
+    root, summary = partition
+    found = extract_partition(root, "production_quality", str(DAY))
+    changed = summary.path / "part-00001.parquet"
+    changed.write_bytes(changed.read_bytes())  # same bytes, rewritten: a new mtime
+    os.utime(changed, ns=(found.files[1].mtime_ns + 10**9,) * 2)
+    with pytest.raises(PartitionInvalid, match="changed since it was extracted") as err:
+        anonymize_partition(load_policy("production_quality"), found, tmp_path / "staging")
+    assert err.value.file == str(changed)

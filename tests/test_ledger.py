@@ -102,3 +102,14 @@ def test_ledger_url_from_the_airflow_connection():
     assert ledger_url(pg) == "postgresql+psycopg2://exporter:s3cret@db:5432/ledger"
     with pytest.raises(ValueError, match="unsupported connection type 'mysql'"):
         ledger_url(conn("mysql"))
+
+
+def test_concurrent_attempts_for_one_day_get_distinct_numbers(engine):
+    from concurrent.futures import ThreadPoolExecutor
+
+    runs = [f"run-{i}" for i in range(8)] * 2  # each run twice, all at once
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        ids = list(pool.map(lambda r: ledger.begin_attempt(engine, "d", "2026-11-23", r), runs))
+    assert ids[:8] == ids[8:]
+    numbers = sorted(ledger.get_attempt(engine, i)["attempt"] for i in set(ids))
+    assert numbers == list(range(1, 9))

@@ -82,11 +82,24 @@ def test_upload_and_publish_refuse_anything_not_cleared(env, route):
     extracted = steps.extract(cfg, DATASET, DAY, "run-1")
     quality = steps.validate(cfg, extracted, "run-1")
     staged = steps.anonymize(cfg, extracted, "run-1")
-    forged = {"route": route, "reasons": []}
+    forged = {"route": route, "policy_version": staged["policy_version"], "reasons": []}
     with pytest.raises(ExportRefused, match=f"route is '{route}'"):
         steps.plan_upload(cfg, staged, forged)
     with pytest.raises(ExportRefused):
         steps.publish(cfg, DATASET, DAY, "run-1", [], quality, staged, forged, extracted)
+    assert _bucket_state(env) == {}
+
+
+def test_upload_refuses_a_decision_made_under_another_policy_version(env):
+    synthetic.generate_partition(env.source, DATASET, date.fromisoformat(DAY), rows=100)
+    cfg = env.settings()
+    extracted = steps.extract(cfg, DATASET, DAY, "run-1")
+    quality = steps.validate(cfg, extracted, "run-1")
+    staged = steps.anonymize(cfg, extracted, "run-1")
+    decision = steps.decide(cfg, DATASET, DAY, "run-1", quality, staged)
+    restaged = {**staged, "policy_version": "sha256:other"}
+    with pytest.raises(ExportRefused, match="the decision was made under"):
+        steps.plan_upload(cfg, restaged, decision)
     assert _bucket_state(env) == {}
 
 
@@ -165,7 +178,7 @@ def test_run_killed_mid_upload_is_completed_by_the_next_run(env, tmp_path):
             {"name": plain.name, "path": str(plain), "rows": 24, "size": size, "sha256": digest}
         ],
     }
-    decision = {"route": "cleared", "reasons": []}
+    decision = {"route": "cleared", "policy_version": "sha256:test", "reasons": []}
     cfg = env.settings()
     started = time.monotonic()
     parts = steps.plan_upload(cfg, staged, decision)

@@ -9,11 +9,12 @@ Called inside tasks only, never at DAG parse time.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import date
 from pathlib import Path
 from typing import Any
 
-from crossborder.errors import KeyUnavailable
+from crossborder.errors import CrossborderError, KeyUnavailable
 from crossborder.extract import partition_day
 from crossborder.settings import ReceiverSettings, Settings
 
@@ -92,6 +93,21 @@ def receiver_settings() -> ReceiverSettings:
         recipient_private_pem=private,
         signing_public_pem=public,
     )
+
+
+def call_failing_fast(func: Callable[..., Any], *args: Any) -> Any:
+    """Call a step; a typed error that retrying cannot fix fails the task without retries.
+
+    The original error stays attached (``__cause__``) for the failure alert.
+    """
+    from airflow.sdk.exceptions import AirflowFailException
+
+    try:
+        return func(*args)
+    except CrossborderError as exc:
+        if exc.retryable:
+            raise
+        raise AirflowFailException(str(exc)) from exc
 
 
 def run_day(context: dict[str, Any]) -> str:

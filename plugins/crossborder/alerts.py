@@ -1,7 +1,8 @@
-"""Failure alerts for on-call: dataset, Shanghai day, step, a plain one-line cause.
+"""Alerts for on-call: dataset, Shanghai day, step, and a plain one-line cause.
 
-Attached to every task through ``default_args``. Each alert goes to the task log and
-to the ledger as an event; the attempt is marked ``failed``.
+Task failures reach ``on_task_failure`` through ``default_args``; blocked partitions
+alert from their step. Every alert is logged first (so it survives a broken
+configuration), then recorded in the ledger as an event.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import logging
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from crossborder import ledger
 from crossborder.errors import CrossborderError
 
 log = logging.getLogger(__name__)
@@ -31,7 +33,7 @@ class Alert:
         )
 
 
-def describe(exc: BaseException | None, step: str, wait_description: str | None) -> tuple[str, str]:
+def describe(exc: BaseException | None, wait_description: str) -> tuple[str, str]:
     """(kind, cause) in plain words for an exception raised by a task."""
     if exc is None:
         return "task_failed", "the task failed without an error message"
@@ -41,24 +43,38 @@ def describe(exc: BaseException | None, step: str, wait_description: str | None)
         return "partition_late", f"the partition did not arrive in time: {wait_description}"
     if isinstance(exc, CrossborderError):
         return exc.kind, exc.detail
-    return "task_failed", f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+    first_line = str(exc).splitlines()[0] if str(exc) else ""
+    return "task_failed", f"{type(exc).__name__}: {first_line}"
+
+
+def emit(alert: Alert, ledger_url: str | None, *, fail_attempt: bool = False) -> None:
+    """Log the alert, then record it in the ledger (and mark the attempt failed)."""
+    log.error(alert.line())
+    if not ledger_url:
+        return
+    try:
+        engine = ledger.connect(ledger_url)
+        attempt_id = ledger.begin_attempt(engine, alert.dataset, alert.day, alert.run_id)
+        ledger.record_event(engine, alert.dataset, alert.day, "alert", asdict(alert), attempt_id)
+        if fail_attempt:
+            error = f"{alert.kind}: {alert.cause}"
+            ledger.update_attempt(engine, attempt_id, state="failed", error=error)
+    except Exception:  # the alert is already in the log; say why the ledger missed it
+        log.exception("could not record the alert in the export ledger")
 
 
 def on_task_failure(context: dict[str, Any]) -> None:
-    """Airflow task callback: build the alert, log it, record it in the ledger."""
-    from crossborder import airflow_glue, ledger, steps
+    """Airflow task callback for the export DAGs."""
+    from crossborder import airflow_glue
 
     dataset = context["dag"].dag_id.removeprefix("cn_export_")
     day = airflow_glue.run_day(context)
+    try:
+        settings = airflow_glue.settings()
+        ledger_url = settings.ledger_url
+        wait = f"no _SUCCESS marker in {settings.source_root / dataset / f'dt={day}'}"
+    except Exception as exc:  # a broken configuration must not swallow the alert
+        ledger_url, wait = None, f"no _SUCCESS marker (configuration unreadable: {exc})"
+    kind, cause = describe(context.get("exception"), wait)
     step = context["task_instance"].task_id
-    run_id = context["run_id"]
-    settings = airflow_glue.settings()
-    kind, cause = describe(
-        context.get("exception"), step, steps.describe_wait(settings, dataset, day)
-    )
-    alert = Alert(dataset, day, step, kind, cause, run_id)
-    log.error(alert.line())
-    engine = ledger.connect(settings.ledger_url)
-    attempt_id = ledger.begin_attempt(engine, dataset, day, run_id)
-    ledger.record_event(engine, dataset, day, "alert", asdict(alert), attempt_id=attempt_id)
-    ledger.update_attempt(engine, attempt_id, state="failed", error=f"{kind}: {cause}")
+    emit(Alert(dataset, day, step, kind, cause, context["run_id"]), ledger_url, fail_attempt=True)

@@ -51,7 +51,8 @@ def _keep(column: Any) -> Any:
     return column
 
 
-# Transforms the pipeline can run; the policy module refuses an active policy naming others.
+# Transforms the pipeline can run ("drop" is simply not written); the policy module
+# refuses an active policy naming any other.
 TRANSFORMS: dict[str, Callable[[Any], Any]] = {"keep": _keep}
 
 
@@ -63,8 +64,9 @@ def anonymize_partition(policy: Policy, extract: Extract, staging_root: Path) ->
     for stale in out_dir.glob("part-*.parquet"):
         if stale.name not in wanted:
             stale.unlink()
+    extract.check_unchanged()
     staged = tuple(
-        _stage_file(policy, extract, Path(f.path), f.size, out_dir / f.name) for f in extract.files
+        _stage_file(policy, extract, Path(f.path), out_dir / f.name) for f in extract.files
     )
     return Staged(
         dataset=extract.dataset,
@@ -75,12 +77,10 @@ def anonymize_partition(policy: Policy, extract: Extract, staging_root: Path) ->
     )
 
 
-def _stage_file(policy: Policy, extract: Extract, src: Path, size: int, dst: Path) -> StagedFile:
+def _stage_file(policy: Policy, extract: Extract, src: Path, dst: Path) -> StagedFile:
     import pyarrow.parquet as pq
 
     where = {"dataset": extract.dataset, "day": extract.day, "file": str(src)}
-    if src.stat().st_size != size:
-        raise PartitionInvalid("file changed since it was extracted", **where)
     source = pq.ParquetFile(src)
     missing = [c for c in policy.exported_columns if c not in source.schema_arrow.names]
     if missing:

@@ -1,7 +1,8 @@
 """Route decision for a partition: ``cleared``, ``cac_review`` or ``blocked``.
 
 Every reason cites the rule that produced it. When in doubt the decision fails closed:
-anything not positively cleared is blocked.
+anything not positively cleared is blocked. The decision is bound to the policy version
+it was made under; the upload refuses a decision that does not match what was staged.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ class Reason:
 @dataclass(frozen=True)
 class Decision:
     route: str
+    policy_version: str
     reasons: tuple[Reason, ...] = field(default_factory=tuple)
 
     def to_dict(self) -> dict[str, Any]:
@@ -30,26 +32,18 @@ class Decision:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Decision:
-        return cls(data["route"], tuple(Reason(**r) for r in data["reasons"]))
+        reasons = tuple(Reason(**r) for r in data["reasons"])
+        return cls(data["route"], data["policy_version"], reasons)
 
 
-def classify(policy: Policy, quality_passed: bool, staged_rows: int | None) -> Decision:
-    if not policy.is_active:
-        return Decision(
-            "blocked", (Reason("policy.status", "no complete policy yet (policy is a draft)"),)
-        )
-    if not quality_passed:
-        return Decision("blocked", (Reason("quality.raw", "the quality suite did not pass"),))
-    if staged_rows is None:
-        return Decision("blocked", (Reason("anonymize", "the partition was not staged"),))
-    exported = [c for c in policy.columns if c.transform != "drop"]
-    if any(c.data_class != "none" for c in exported):
-        return Decision(
-            "blocked",
-            (Reason("rules.personal", "personal or important data without an export route"),),
-        )
+def classify(policy: Policy, quality: dict[str, Any], staged: dict[str, Any]) -> Decision:
+    """Route a partition from its policy, its quality summary and what was staged."""
+    blocked = _blocking_reason(policy, quality, staged)
+    if blocked:
+        return Decision("blocked", policy.version, (blocked,))
     return Decision(
         "cleared",
+        policy.version,
         (
             Reason(
                 "rules.exempt_no_personal_data",
@@ -58,3 +52,28 @@ def classify(policy: Policy, quality_passed: bool, staged_rows: int | None) -> D
             ),
         ),
     )
+
+
+def _blocking_reason(
+    policy: Policy, quality: dict[str, Any], staged: dict[str, Any]
+) -> Reason | None:
+    if not policy.is_active:
+        return Reason("policy.status", "no complete policy yet (policy is a draft)")
+    if quality["status"] == "no_suite":
+        return Reason("quality.raw", "no quality suite for this dataset in expectations/")
+    if quality["status"] != "passed":
+        return Reason("quality.raw", "the quality suite did not pass")
+    if staged["status"] != "staged":
+        return Reason("anonymize", "the partition was not staged")
+    if staged["policy_version"] != policy.version or list(staged["columns"]) != (
+        policy.exported_columns
+    ):
+        return Reason(
+            "policy.version",
+            f"the policy changed after the data was staged (staged under "
+            f"{staged['policy_version']}, now {policy.version}): re-run from anonymize",
+        )
+    exported = [c for c in policy.columns if c.transform != "drop"]
+    if any(c.data_class != "none" for c in exported):
+        return Reason("rules.personal", "personal or important data without an export route")
+    return None

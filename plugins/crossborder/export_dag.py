@@ -35,23 +35,11 @@ DEFAULT_ARGS: dict[str, Any] = {
 
 
 def _call(step: str, *args: Any) -> Any:
-    """Run ``crossborder.steps.<step>`` with the task's settings.
-
-    A typed error that retrying cannot fix fails the task at once (no retries); the
-    original error stays attached for the failure alert.
-    """
-    from airflow.sdk.exceptions import AirflowFailException
-
+    """Run ``crossborder.steps.<step>`` with the task's settings, failing fast on bad data."""
     from crossborder import steps
-    from crossborder.airflow_glue import settings
-    from crossborder.errors import CrossborderError
+    from crossborder.airflow_glue import call_failing_fast, settings
 
-    try:
-        return getattr(steps, step)(settings(), *args)
-    except CrossborderError as exc:
-        if exc.retryable:
-            raise
-        raise AirflowFailException(str(exc)) from exc
+    return call_failing_fast(getattr(steps, step), settings(), *args)
 
 
 def _day(context: dict[str, Any]) -> str:
@@ -195,5 +183,29 @@ Every task is idempotent: clear any task (or the whole run) to re-run it safely.
 """
 
 
+def build_reconcile_dag() -> DAG:
+    @dag(
+        dag_id="cn_reconcile_receipts",
+        description="Mark exported partitions received when the U.S. receipt matches",
+        schedule=timedelta(hours=1),
+        start_date=START,
+        catchup=False,
+        max_active_runs=1,
+        default_args={"owner": "data-platform", "retries": 2},
+        tags=["cn-export"],
+    )
+    def cn_reconcile_receipts() -> None:
+        @task
+        def reconcile() -> list[dict[str, Any]]:
+            """Read each exported partition's receipt and record it in the ledger."""
+            return _call("reconcile_receipts")
+
+        reconcile()
+
+    return cn_reconcile_receipts()
+
+
 def build_all() -> dict[str, DAG]:
-    return {f"cn_export_{p.stem}": build_export_dag(p) for p in policy_files()}
+    """Every China-side DAG: one export DAG per policy file, plus receipt reconciliation."""
+    dags = {f"cn_export_{p.stem}": build_export_dag(p) for p in policy_files()}
+    return {**dags, "cn_reconcile_receipts": build_reconcile_dag()}

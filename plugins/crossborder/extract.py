@@ -6,7 +6,6 @@ size, SHA-256 and row count so later steps (and the ledger) can prove what they 
 
 from __future__ import annotations
 
-import re
 from dataclasses import asdict, dataclass
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -15,10 +14,10 @@ from zoneinfo import ZoneInfo
 
 from crossborder.digest import sha256_file
 from crossborder.errors import PartitionInvalid
+from crossborder.manifest import PART_NAME
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 SUCCESS_MARKER = "_SUCCESS"
-PART_NAME = re.compile(r"^part-\d{5}\.parquet$")
 
 
 @dataclass(frozen=True)
@@ -28,6 +27,12 @@ class SourceFile:
     size: int
     sha256: str
     rows: int
+    mtime_ns: int
+
+    def is_unchanged(self) -> bool:
+        """Still the file that was hashed? (size and mtime: cheap, no second read)."""
+        stat = Path(self.path).stat()
+        return (stat.st_size, stat.st_mtime_ns) == (self.size, self.mtime_ns)
 
 
 @dataclass(frozen=True)
@@ -47,6 +52,17 @@ class Extract:
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "rows": self.rows, "bytes": self.bytes}
+
+    def check_unchanged(self) -> None:
+        """Refuse to go on if a source file changed since it was extracted."""
+        for file in self.files:
+            if not file.is_unchanged():
+                raise PartitionInvalid(
+                    "file changed since it was extracted: re-run from extract",
+                    dataset=self.dataset,
+                    day=self.day,
+                    file=file.path,
+                )
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Extract:
@@ -86,6 +102,8 @@ def extract_partition(source_root: Path, dataset: str, day: str) -> Extract:
             day=day,
             file=str(folder / strangers[0]),
         )
+    if not names:
+        raise PartitionInvalid(f"no part files in {folder}", dataset=dataset, day=day)
     files = []
     for name in names:
         path = folder / name
@@ -95,6 +113,7 @@ def extract_partition(source_root: Path, dataset: str, day: str) -> Extract:
             raise PartitionInvalid(
                 f"not a readable Parquet file ({exc})", dataset=dataset, day=day, file=str(path)
             ) from exc
+        mtime_ns = path.stat().st_mtime_ns
         sha256, size = sha256_file(path)
-        files.append(SourceFile(name, str(path), size, sha256, rows))
+        files.append(SourceFile(name, str(path), size, sha256, rows, mtime_ns))
     return Extract(dataset=dataset, day=day, path=str(folder), files=tuple(files))

@@ -8,6 +8,8 @@ SQLAlchemy Core so SQLite (default) and PostgreSQL (production) both work.
 from __future__ import annotations
 
 import json
+import random
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -62,6 +64,7 @@ events = sa.Table(
     sa.Column("at", sa.DateTime(timezone=True), nullable=False),
 )
 
+_INSERT_TRIES = 20
 FINAL_FIELDS = frozenset(c.name for c in attempts.columns) - {"id", "dataset", "partition_date"}
 
 
@@ -79,9 +82,7 @@ def connect(url: str) -> sa.Engine:
     engine = sa.create_engine(url, future=True)
     if engine.dialect.name == "sqlite":
         # Several tasks may write at once: wait for the lock rather than fail.
-        sa.event.listen(
-            engine, "connect", lambda conn, _: conn.execute("PRAGMA busy_timeout=30000")
-        )
+        sa.event.listen(engine, "connect", _sqlite_busy_timeout)
     metadata.create_all(engine)
     return engine
 
@@ -93,7 +94,20 @@ def _tx(engine: sa.Engine) -> Iterator[sa.Connection]:
 
 
 def begin_attempt(engine: sa.Engine, dataset: str, day: str, dag_run_id: str) -> int:
-    """The attempt row for this run, created on first call (idempotent per run)."""
+    """The attempt row for this run, created on first call (idempotent per run).
+
+    Two writers racing for the same run or the same attempt number hit a unique
+    constraint; the loser simply looks again.
+    """
+    for _ in range(_INSERT_TRIES):
+        try:
+            return _find_or_insert_attempt(engine, dataset, day, dag_run_id)
+        except sa.exc.IntegrityError:
+            time.sleep(random.uniform(0, 0.05))  # let the winner commit, then look again
+    raise RuntimeError(f"ledger: could not record an attempt for {dataset} {day} {dag_run_id}")
+
+
+def _find_or_insert_attempt(engine: sa.Engine, dataset: str, day: str, dag_run_id: str) -> int:
     with _tx(engine) as conn:
         found = conn.execute(
             sa.select(attempts.c.id).where(

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -23,7 +24,7 @@ from crossborder.errors import PolicyInvalid
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DATA_CLASSES = ("none", "personal", "sensitive_personal", "important")
-# Every transform a policy may name; IMPLEMENTED lists those the pipeline can run today.
+# Every transform a policy may name; crossborder.anonymize.TRANSFORMS holds those that run.
 TRANSFORMS = (
     "keep",
     "drop",
@@ -33,7 +34,9 @@ TRANSFORMS = (
     "scrub_text",
     "bucket",
 )
-IMPLEMENTED_TRANSFORMS = frozenset({"keep", "drop"})
+DEFAULT_SCHEDULE = {"export_time": "02:00", "wait_timeout": "6h", "poke_interval": "5m"}
+_EXPORT_TIME = re.compile(r"^([01][0-9]|2[0-3]):[0-5][0-9]$")
+_DURATION = re.compile(r"^[0-9]+[smhd]$")
 
 _DURATION_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
 
@@ -51,9 +54,9 @@ POLICY_SCHEMA: dict[str, Any] = {
             "additionalProperties": False,
             "required": ["export_time"],
             "properties": {
-                "export_time": {"type": "string", "pattern": "^([01][0-9]|2[0-3]):[0-5][0-9]$"},
-                "wait_timeout": {"type": "string", "pattern": "^[0-9]+[smhd]$"},
-                "poke_interval": {"type": "string", "pattern": "^[0-9]+[smhd]$"},
+                "export_time": {"type": "string", "pattern": _EXPORT_TIME.pattern},
+                "wait_timeout": {"type": "string", "pattern": _DURATION.pattern},
+                "poke_interval": {"type": "string", "pattern": _DURATION.pattern},
             },
         },
         "legal": {
@@ -128,7 +131,9 @@ def policy_files(directory: Path | None = None) -> list[Path]:
 
 
 def parse_duration(text: str) -> timedelta:
-    """'90s', '30m', '6h', '2d' → timedelta."""
+    """'90s', '30m', '6h', '2d' → timedelta; ValueError otherwise."""
+    if not _DURATION.match(str(text)):
+        raise ValueError(f"duration {text!r} is not a number followed by s, m, h or d")
     return timedelta(**{_DURATION_UNITS[text[-1]]: int(text[:-1])})
 
 
@@ -137,14 +142,23 @@ def policy_version(data: bytes) -> str:
 
 
 def read_schedule(path: Path) -> dict[str, Any]:
-    """The few fields a DAG needs at parse time, without full validation (kept cheap)."""
-    raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    return {
-        "dataset": raw.get("dataset", path.stem),
-        "description": raw.get("description", ""),
-        "status": raw.get("status", "draft"),
-        **(raw.get("schedule") or {}),
-    }
+    """The few fields a DAG needs at parse time, without full validation (kept cheap).
+
+    Never raises: one broken policy must not take the other datasets' DAGs down with it.
+    A broken file gives a DAG with the default schedule and status ``invalid``, whose
+    runs fail closed when the policy is loaded for real.
+    """
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        schedule = {**DEFAULT_SCHEDULE, **(raw.get("schedule") or {})}
+        if not _EXPORT_TIME.match(schedule["export_time"]):
+            raise ValueError(f"export_time {schedule['export_time']!r} is not HH:MM")
+        parse_duration(schedule["wait_timeout"]), parse_duration(schedule["poke_interval"])
+        status, description = raw.get("status", "draft"), raw.get("description", "")
+    except (OSError, yaml.YAMLError, AttributeError, TypeError, ValueError, KeyError) as exc:
+        schedule, status = DEFAULT_SCHEDULE, "invalid"
+        description = f"The policy file cannot be read ({exc}); every run fails until it is fixed."
+    return {"dataset": path.stem, "description": description, "status": status, **schedule}
 
 
 def load_policy(dataset: str, directory: Path | None = None) -> Policy:
@@ -205,9 +219,11 @@ def _build(raw: dict[str, Any], path: Path, version: str) -> Policy:
 
 def _check_active_rules(policy: Policy) -> None:
     """Rules an active policy must meet before any of its data may leave."""
+    from crossborder.anonymize import TRANSFORMS
+
     problems = []
     for col in policy.columns:
-        if col.transform not in IMPLEMENTED_TRANSFORMS:
+        if col.transform != "drop" and col.transform not in TRANSFORMS:
             problems.append(f"column {col.name}: transform {col.transform!r} is not available yet")
         elif col.transform == "keep" and col.data_class != "none":
             problems.append(

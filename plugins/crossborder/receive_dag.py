@@ -1,7 +1,4 @@
-"""The U.S. receive DAG and the China-side receipt reconciliation DAG.
-
-Imported at DAG parse time: only ``airflow.sdk`` and ``pendulum`` at module level.
-"""
+"""The U.S. receive DAG. Imported at DAG parse time: only ``airflow.sdk`` and ``pendulum``."""
 
 from __future__ import annotations
 
@@ -14,11 +11,18 @@ from airflow.sdk import DAG, dag, task
 START = pendulum.datetime(2026, 1, 1, tz="Asia/Shanghai")
 
 
-def _receive_dag() -> DAG:
+def build_receive_dag() -> DAG:
     @dag(
         dag_id="us_receive",
         description="U.S. side: verify, decrypt and land exported partitions; write receipts",
-        doc_md=__doc__,
+        doc_md="""
+### Receive exported partitions (U.S. side)
+
+For every partition in the landing bucket whose `manifest.json` has no matching
+`receipt.json`: verify the Ed25519 signature, check every object's size and SHA-256,
+decrypt with the recipient's private key, check the plaintext SHA-256, land the Parquet
+files in the lake (all or nothing) and write the receipt the China side reconciles.
+""",
         schedule=timedelta(hours=1),
         start_date=START,
         catchup=False,
@@ -42,7 +46,8 @@ def _receive_dag() -> DAG:
             from crossborder import airflow_glue, receive
 
             cfg = airflow_glue.receiver_settings()
-            receipt = receive.receive_partition(
+            receipt = airflow_glue.call_failing_fast(
+                receive.receive_partition,
                 cfg.s3_client(),
                 cfg.us_bucket,
                 partition["dataset"],
@@ -56,31 +61,3 @@ def _receive_dag() -> DAG:
         receive_partition.expand(partition=find_pending())
 
     return us_receive()
-
-
-def _reconcile_dag() -> DAG:
-    @dag(
-        dag_id="cn_reconcile_receipts",
-        description="China side: mark exported partitions received when the U.S. receipt matches",
-        schedule=timedelta(hours=1),
-        start_date=START,
-        catchup=False,
-        max_active_runs=1,
-        default_args={"owner": "data-platform", "retries": 2},
-        tags=["cn-export"],
-    )
-    def cn_reconcile_receipts() -> None:
-        @task
-        def reconcile() -> list[dict[str, Any]]:
-            """Read each exported partition's receipt and record it in the ledger."""
-            from crossborder import airflow_glue, steps
-
-            return steps.reconcile_receipts(airflow_glue.settings())
-
-        reconcile()
-
-    return cn_reconcile_receipts()
-
-
-def build_receive_dags() -> dict[str, DAG]:
-    return {"us_receive": _receive_dag(), "cn_reconcile_receipts": _reconcile_dag()}

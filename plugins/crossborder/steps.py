@@ -11,11 +11,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from crossborder import ledger
+from crossborder import alerts, ledger
 from crossborder.anonymize import anonymize_partition, staging_path
 from crossborder.classify import Decision, classify
 from crossborder.errors import CrossborderError, ExportRefused
-from crossborder.extract import Extract, extract_partition, is_ready, partition_path
+from crossborder.extract import Extract, extract_partition, is_ready
 from crossborder.policy import load_policy
 from crossborder.quality import has_suite, validate_files
 from crossborder.settings import Settings
@@ -37,10 +37,6 @@ def partition_ready(settings: Settings, dataset: str, day: str) -> bool:
     return is_ready(settings.source_root, dataset, day)
 
 
-def describe_wait(settings: Settings, dataset: str, day: str) -> str:
-    return f"no _SUCCESS marker in {partition_path(settings.source_root, dataset, day)}"
-
-
 def extract(settings: Settings, dataset: str, day: str, run_id: str) -> dict[str, Any]:
     attempt_id = _attempt(settings, dataset, day, run_id)
     try:
@@ -55,6 +51,7 @@ def extract(settings: Settings, dataset: str, day: str, run_id: str) -> dict[str
 def validate(settings: Settings, extracted: dict[str, Any], run_id: str) -> dict[str, Any]:
     found = Extract.from_dict(extracted)
     attempt_id = _attempt(settings, found.dataset, found.day, run_id)
+    found.check_unchanged()
     if not has_suite(found.dataset):
         summary = {"status": "no_suite", "suite": None}
         _record(settings, attempt_id, quality=summary)
@@ -99,11 +96,7 @@ def decide(
 ) -> dict[str, Any]:
     attempt_id = _attempt(settings, dataset, day, run_id)
     policy = load_policy(dataset)
-    decision = classify(
-        policy,
-        quality_passed=quality["status"] == "passed",
-        staged_rows=staged.get("rows") if staged["status"] == "staged" else None,
-    )
+    decision = classify(policy, quality, staged)
     _record(
         settings,
         attempt_id,
@@ -117,24 +110,29 @@ def record_blocked(
     settings: Settings, dataset: str, day: str, run_id: str, decision: dict[str, Any]
 ) -> dict[str, Any]:
     attempt_id = _attempt(settings, dataset, day, run_id)
-    _record(settings, attempt_id, state="blocked", rows_out=0, objects=0)
-    reasons = "; ".join(r["text"] for r in decision["reasons"])
-    ledger.record_event(
-        ledger.connect(settings.ledger_url),
-        dataset,
-        day,
-        "blocked",
-        {"reasons": decision["reasons"], "message": f"{dataset} {day} blocked: {reasons}"},
-        attempt_id=attempt_id,
+    _record(settings, attempt_id, state="blocked", rows_out=0, objects=0, error=None)
+    reasons = "; ".join(f"{r['text']} [{r['rule']}]" for r in decision["reasons"])
+    cause = f"blocked, nothing leaves China: {reasons}"
+    alerts.emit(
+        alerts.Alert(dataset, day, "record_blocked", "partition_blocked", cause, run_id),
+        settings.ledger_url,
     )
     return {"dataset": dataset, "day": day, "route": "blocked", "reasons": reasons}
 
 
-def _require_cleared(dataset: str, day: str, decision: dict[str, Any]) -> None:
-    """The upload refuses anything not routed ``cleared``, whatever else it was told."""
-    route = Decision.from_dict(decision).route
-    if route != "cleared":
-        raise ExportRefused(f"route is {route!r}, not 'cleared'", dataset=dataset, day=day)
+def _require_cleared(staged: dict[str, Any], decision: dict[str, Any]) -> None:
+    """The upload refuses anything not routed ``cleared`` for exactly what was staged."""
+    dataset, day = staged["dataset"], staged["day"]
+    found = Decision.from_dict(decision)
+    if found.route != "cleared":
+        raise ExportRefused(f"route is {found.route!r}, not 'cleared'", dataset=dataset, day=day)
+    if found.policy_version != staged["policy_version"]:
+        raise ExportRefused(
+            f"the decision was made under {found.policy_version}, the data was staged under "
+            f"{staged['policy_version']}",
+            dataset=dataset,
+            day=day,
+        )
 
 
 def plan_upload(
@@ -144,7 +142,7 @@ def plan_upload(
     from crossborder import landing
 
     dataset, day = staged["dataset"], staged["day"]
-    _require_cleared(dataset, day, decision)
+    _require_cleared(staged, decision)
     parts = [
         {
             "dataset": dataset,
@@ -195,7 +193,7 @@ def publish(
     from crossborder import crypto, landing
     from crossborder.manifest import build_manifest
 
-    _require_cleared(dataset, day, decision)
+    _require_cleared(staged, decision)
     signing = settings.require("signing_private_pem", dataset=dataset, day=day)
     public = settings.require("recipient_public_pem", dataset=dataset, day=day)
     attempt_id = _attempt(settings, dataset, day, run_id)
@@ -225,6 +223,7 @@ def publish(
         bytes_out=sum(o["size"] for o in objects),
         manifest_uri=published.uri,
         manifest_sha256=published.sha256,
+        error=None,
     )
     return {
         "dataset": dataset,

@@ -1,0 +1,62 @@
+"""Alerts name dataset, day, step and a plain cause, and survive a broken configuration."""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+from types import SimpleNamespace
+from zoneinfo import ZoneInfo
+
+from crossborder import alerts, ledger
+from crossborder.errors import QualityFailed
+
+
+class AirflowSensorTimeout(Exception):
+    """Same name as Airflow's: describe() recognises the timeout by its type name."""
+
+
+def test_causes_are_plain_words_by_error_type():
+    quality = QualityFailed("suite x failed", dataset="d", day="2026-11-23")
+    wrapped = RuntimeError("task failed")
+    wrapped.__cause__ = quality
+    assert alerts.describe(quality, "n/a") == ("quality_failed", "suite x failed")
+    assert alerts.describe(wrapped, "n/a") == ("quality_failed", "suite x failed")
+    assert alerts.describe(AirflowSensorTimeout("Sensor has timed out"), "no _SUCCESS in /x") == (
+        "partition_late",
+        "the partition did not arrive in time: no _SUCCESS in /x",
+    )
+    assert alerts.describe(ValueError("bad\\ntraceback"), "n/a") == (
+        "task_failed",
+        "ValueError: bad\\ntraceback",
+    )
+
+
+def test_alert_is_logged_and_recorded_and_fails_the_attempt(tmp_path, caplog):
+    url = f"sqlite:///{tmp_path}/ledger.db"
+    alert = alerts.Alert("diagnostics", "2026-11-23", "validate", "quality_failed", "x", "run-1")
+    with caplog.at_level(logging.ERROR):
+        alerts.emit(alert, url, fail_attempt=True)
+    assert "ALERT [quality_failed] diagnostics 2026-11-23 step validate: x (run run-1)" in (
+        caplog.text
+    )
+    engine = ledger.connect(url)
+    [event] = ledger.list_events(engine, "diagnostics", "2026-11-23")
+    assert (event["kind"], event["detail"]["step"]) == ("alert", "validate")
+    row = ledger.latest_attempt(engine, "diagnostics", "2026-11-23")
+    assert (row["state"], row["error"]) == ("failed", "quality_failed: x")
+
+
+def test_failure_callback_still_alerts_when_configuration_is_broken(caplog, capsys, monkeypatch):
+    monkeypatch.delenv("AIRFLOW_CONN_CN_SOURCE", raising=False)
+    context = {
+        "dag": SimpleNamespace(dag_id="cn_export_production_quality"),
+        "params": {},
+        "logical_date": datetime(2026, 11, 24, 2, tzinfo=ZoneInfo("Asia/Shanghai")),
+        "task_instance": SimpleNamespace(task_id="extract"),
+        "run_id": "scheduled__2026-11-23T18:00:00+00:00",
+        "exception": QualityFailed("boom", dataset="production_quality", day="2026-11-23"),
+    }
+    with caplog.at_level(logging.ERROR):
+        alerts.on_task_failure(context)
+    logged = caplog.text + capsys.readouterr().out  # Airflow's logging setup prints to stdout
+    assert "ALERT [quality_failed] production_quality 2026-11-23 step extract: boom" in logged
