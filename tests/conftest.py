@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import hashlib
 import random
-import socket
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -17,28 +16,20 @@ import boto3
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from moto.server import ThreadedMotoServer
 
 from crossborder import crypto, landing
+from crossborder.localenv import start_s3_server
 from crossborder.manifest import build_manifest
 
 # --- S3 on loopback ---------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="session")
 def s3_endpoint() -> Iterator[str]:
     """URL of a moto S3 server in a thread on 127.0.0.1 (in-memory, whole session)."""
-    port = _free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
+    server, endpoint = start_s3_server()
     try:
-        yield f"http://127.0.0.1:{port}"
+        yield endpoint
     finally:
         server.stop()
 
@@ -118,6 +109,14 @@ def make_partition(tmp_path: Path) -> Callable[..., list[Path]]:
     return make
 
 
+def plan(files: list[Path], dataset: str = DATASET, day: str = DAY) -> dict[str, str]:
+    """What prepare_partition is told: object key → SHA-256 of the staged plaintext."""
+    return {
+        landing.object_key(dataset, day, f.name): hashlib.sha256(f.read_bytes()).hexdigest()
+        for f in files
+    }
+
+
 @dataclass(frozen=True)
 class Export:
     prepared: landing.PrepareResult
@@ -141,15 +140,23 @@ def export_partition(
         day: str = DAY,
         transfer: landing.TransferSettings | None = None,
         dag_run_id: str = "scheduled__2024-05-01",
+        recipient_public: bytes | None = None,
     ) -> Export:
-        planned = {
-            landing.object_key(dataset, day, f.name): hashlib.sha256(f.read_bytes()).hexdigest()
-            for f in files
-        }
-        prepared = landing.prepare_partition(s3_client, us_bucket, dataset, day, planned)
+        recipient_public = recipient_public or keys.recipient_public
+        planned = plan(files, dataset, day)
+        prepared = landing.prepare_partition(
+            s3_client, us_bucket, dataset, day, planned, crypto.key_id(recipient_public)
+        )
         records = [
             landing.upload_encrypted(
-                s3_client, us_bucket, key, f, keys.recipient_public, workdir, transfer
+                s3_client,
+                us_bucket,
+                key,
+                f,
+                recipient_public,
+                workdir,
+                transfer,
+                expected_plaintext_sha256=planned[key],
             )
             for key, f in zip(planned, files, strict=True)
         ]
@@ -164,7 +171,7 @@ def export_partition(
             rows_out=rows,
             quality={f"{dataset}.anonymized": {"success": True, "evaluated": 12}},
             objects=records,
-            encryption=crypto.encryption_info(keys.recipient_public),
+            encryption=crypto.encryption_info(recipient_public),
         )
         published = landing.publish_manifest(
             s3_client, us_bucket, dataset, day, manifest, keys.signing_private

@@ -7,9 +7,11 @@ import copy
 import hashlib
 import json
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
-from conftest import DATASET, DAY, write_parquet
+from conftest import DATASET, DAY, plan, write_parquet
 
 from crossborder import crypto, landing
 from crossborder.errors import IntegrityMismatch, UploadFailed
@@ -31,6 +33,31 @@ def _state(s3, bucket: str) -> dict[str, tuple]:
 
 def _manifest(s3, bucket: str) -> bytes | None:
     return landing.get_bytes(s3, bucket, landing.manifest_key(DATASET, DAY))
+
+
+@contextmanager
+def _calls(s3, *operations: str) -> Iterator[list[tuple[str, str]]]:
+    """Record (operation, key) of every call of these S3 operations, in the order made."""
+    made: list[tuple[str, str]] = []
+
+    def record(model, context, **_):
+        made.append((model.name, context["input_params"]["Key"]))
+
+    events = [f"before-call.s3.{op}" for op in operations]
+    for event in events:
+        s3.meta.events.register(event, record)
+    try:
+        yield made
+    finally:
+        for event in events:
+            s3.meta.events.unregister(event, record)
+
+
+def _forbid_encryption(monkeypatch) -> None:
+    def refuse(*_a, **_k):
+        raise AssertionError("re-encrypted")
+
+    monkeypatch.setattr(crypto, "encrypt_file", refuse)
 
 
 # --- layout and manifest ----------------------------------------------------------------
@@ -153,8 +180,9 @@ def test_upload_sets_metadata_checksum_and_returns_record(
         "sha256": record["sha256"],
         "size": str(record["size"]),
         "key-id": crypto.key_id(keys.recipient_public),
+        "s3-checksum": base64.b64encode(bytes.fromhex(record["sha256"])).decode(),
     }
-    assert head["ChecksumSHA256"] == base64.b64encode(bytes.fromhex(record["sha256"])).decode()
+    assert head["ChecksumSHA256"] == head["Metadata"]["s3-checksum"]
     body = s3_client.get_object(Bucket=us_bucket, Key=key)["Body"].read()
     assert hashlib.sha256(body).hexdigest() == record["sha256"]
     assert [p.name for p in tmp_path.iterdir()] == ["staging-0"]  # temp ciphertext removed
@@ -175,7 +203,27 @@ def test_multipart_upload_verifies_composite_checksum(s3_client, us_bucket, keys
     parts = [body[i : i + 5 * MiB] for i in range(0, len(body), 5 * MiB)]
     composite = hashlib.sha256(b"".join(hashlib.sha256(p).digest() for p in parts)).digest()
     assert got["ChecksumSHA256"] == base64.b64encode(composite).decode() + "-3"
+    assert got["Metadata"]["s3-checksum"] == got["ChecksumSHA256"]
     assert hashlib.sha256(body).hexdigest() == record["sha256"]
+
+
+def test_multipart_object_is_reused_on_rerun(s3_client, us_bucket, keys, tmp_path, monkeypatch):
+    """moto's HEAD shows a composite checksum without its "-N": reuse must still work."""
+    plain = write_parquet(tmp_path / "big" / "part-00000.parquet", 12, blob_bytes=MiB)
+    key = landing.object_key(DATASET, DAY, plain.name)
+    transfer = landing.TransferSettings(multipart_threshold=5 * MiB, part_size=5 * MiB)
+
+    def upload() -> dict:
+        return landing.upload_encrypted(
+            s3_client, us_bucket, key, plain, keys.recipient_public, tmp_path, transfer
+        )
+
+    first = upload()
+    before = _state(s3_client, us_bucket)
+    assert before[key][0].endswith('-3"')
+    _forbid_encryption(monkeypatch)
+    assert upload() == first
+    assert _state(s3_client, us_bucket) == before
 
 
 def test_upload_verification_catches_a_store_that_kept_something_else(
@@ -209,33 +257,91 @@ def test_upload_errors_name_dataset_day_and_key(s3_client, keys, tmp_path, make_
     assert str(caught.value).startswith(f"dataset {DATASET}, day {DAY}, file {key}: ")
 
 
-def test_upload_reuses_an_object_with_the_same_plaintext_and_key(
+def test_upload_reuses_an_object_only_for_the_same_plaintext_and_key(
     s3_client, us_bucket, keys, tmp_path, make_partition, monkeypatch
 ):
     [plain] = make_partition(1)
     key = landing.object_key(DATASET, DAY, plain.name)
-    first = landing.upload_encrypted(
-        s3_client, us_bucket, key, plain, keys.recipient_public, tmp_path
-    )
-    before = _state(s3_client, us_bucket)
 
-    def no_encryption(*_a, **_k):
-        raise AssertionError("re-encrypted")
-
-    with monkeypatch.context() as patch:
-        patch.setattr(crypto, "encrypt_file", no_encryption)
-        again = landing.upload_encrypted(
-            s3_client, us_bucket, key, plain, keys.recipient_public, tmp_path
+    def upload(recipient_public: bytes = keys.recipient_public) -> dict:
+        return landing.upload_encrypted(
+            s3_client, us_bucket, key, plain, recipient_public, tmp_path
         )
-    assert again == first and _state(s3_client, us_bucket) == before
 
-    # Another recipient key, or other plaintext, means a new object.
+    first = upload()
+    before = _state(s3_client, us_bucket)
+    with monkeypatch.context() as patch:
+        _forbid_encryption(patch)
+        assert upload() == first
+    assert _state(s3_client, us_bucket) == before
+
+    # Other plaintext means a new object ...
+    write_parquet(plain, 50, seed=7)
+    changed = upload()
+    assert changed["plaintext_sha256"] == hashlib.sha256(plain.read_bytes()).hexdigest()
+    assert changed["plaintext_sha256"] != first["plaintext_sha256"]
+    after_change = _state(s3_client, us_bucket)
+    assert after_change[key] != before[key]
+
+    # ... and so does another recipient key.
     _, other_public = crypto.generate_recipient_keypair(2048)
-    landing.upload_encrypted(s3_client, us_bucket, key, plain, other_public, tmp_path)
-    assert _state(s3_client, us_bucket) != before
+    upload(other_public)
+    assert _state(s3_client, us_bucket)[key] != after_change[key]
+
+
+def test_upload_refuses_a_staged_file_changed_since_it_was_planned(
+    s3_client, keys, tmp_path, make_partition
+):
+    [plain] = make_partition(1)
+    key = landing.object_key(DATASET, DAY, plain.name)
+    # No such bucket: any S3 call made before the check would fail with NoSuchBucket.
+    with pytest.raises(IntegrityMismatch, match="staged file changed since it was planned") as e:
+        landing.upload_encrypted(
+            s3_client,
+            "no-such-bucket",
+            key,
+            plain,
+            keys.recipient_public,
+            tmp_path,
+            expected_plaintext_sha256="0" * 64,
+        )
+    assert e.value.file == key
+
+
+def test_upload_aborts_its_own_interrupted_multipart_upload(
+    s3_client, us_bucket, keys, tmp_path, make_partition
+):
+    """An Airflow retry of a killed upload task runs upload_encrypted alone."""
+    [plain] = make_partition(1)
+    key = landing.object_key(DATASET, DAY, plain.name)
+    s3_client.create_multipart_upload(Bucket=us_bucket, Key=key)
+    sibling = s3_client.create_multipart_upload(
+        Bucket=us_bucket, Key=f"{PREFIX}part-00001.parquet.encrypted"
+    )
+
+    landing.upload_encrypted(s3_client, us_bucket, key, plain, keys.recipient_public, tmp_path)
+
+    uploads = s3_client.list_multipart_uploads(Bucket=us_bucket).get("Uploads", [])
+    assert [u["UploadId"] for u in uploads] == [sibling["UploadId"]]  # other keys untouched
 
 
 # --- prepare / publish: idempotency and crash recovery ----------------------------------
+
+
+def test_objects_are_written_before_the_signature_and_the_manifest_last(
+    s3_client, us_bucket, export_partition, make_partition
+):
+    files = make_partition(2)
+    big = write_parquet(files[0].parent / "part-00002.parquet", 6, blob_bytes=MiB)
+    transfer = landing.TransferSettings(multipart_threshold=5 * MiB, part_size=5 * MiB)
+
+    with _calls(s3_client, "PutObject", "CompleteMultipartUpload") as writes:
+        result = export_partition([*files, big], transfer=transfer)
+
+    assert ("CompleteMultipartUpload", landing.object_key(DATASET, DAY, big.name)) in writes
+    written = [key for _, key in writes]
+    assert sorted(written[:-2]) == sorted(result.published.keys)  # each object once, first
+    assert written[-2:] == [f"{PREFIX}manifest.json.sig", f"{PREFIX}manifest.json"]
 
 
 def test_export_publishes_signed_manifest_last(
@@ -348,12 +454,9 @@ def test_older_manifest_is_withdrawn_before_objects_change_and_strays_go(
         Bucket=us_bucket, Key=f"{PREFIX}receipt.json", Body=b'{"manifest_sha256": "old"}'
     )
     new_files = make_partition(2, seed=2)
-    planned = {
-        landing.object_key(DATASET, DAY, f.name): hashlib.sha256(f.read_bytes()).hexdigest()
-        for f in new_files
-    }
+    kid = crypto.key_id(keys.recipient_public)
 
-    prepared = landing.prepare_partition(s3_client, us_bucket, DATASET, DAY, planned)
+    prepared = landing.prepare_partition(s3_client, us_bucket, DATASET, DAY, plan(new_files), kid)
 
     # No visible manifest (nor a lone signature) while the objects are about to change.
     assert prepared.withdrawn_manifest and not prepared.already_published
@@ -370,6 +473,51 @@ def test_older_manifest_is_withdrawn_before_objects_change_and_strays_go(
     }
     assert f"{PREFIX}part-00002.parquet.encrypted" not in result.published.keys
     assert json.loads(_manifest(s3_client, us_bucket))["rows_out"] == 50 + 51
+
+
+def test_a_new_recipient_key_withdraws_the_manifest_before_objects_are_replaced(
+    s3_client, us_bucket, keys, export_partition, make_partition
+):
+    files = make_partition(2)
+    export_partition(files)
+    _, new_public = crypto.generate_recipient_keypair(2048)
+    new_kid = crypto.key_id(new_public)
+
+    prepared = landing.prepare_partition(s3_client, us_bucket, DATASET, DAY, plan(files), new_kid)
+
+    assert prepared.withdrawn_manifest and not prepared.already_published
+    assert not {f"{PREFIX}manifest.json", f"{PREFIX}manifest.json.sig"} & _keys(
+        s3_client, us_bucket
+    )
+    result = export_partition(files, recipient_public=new_public)
+    assert result.manifest["encryption"]["key_id"] == new_kid
+    for key in result.published.keys:
+        assert s3_client.head_object(Bucket=us_bucket, Key=key)["Metadata"]["key-id"] == new_kid
+
+
+def test_replacing_a_listed_object_withdraws_the_manifest_first(
+    s3_client, us_bucket, keys, tmp_path, export_partition, make_partition
+):
+    """Whatever the caller did before: no visible manifest points at a replaced object."""
+    files = make_partition(2)
+    export_partition(files)
+    key = landing.object_key(DATASET, DAY, files[0].name)
+    _, new_public = crypto.generate_recipient_keypair(2048)
+
+    with _calls(s3_client, "DeleteObject", "PutObject") as calls:
+        landing.upload_encrypted(s3_client, us_bucket, key, files[0], new_public, tmp_path)
+
+    assert calls == [
+        ("DeleteObject", f"{PREFIX}manifest.json"),
+        ("DeleteObject", f"{PREFIX}manifest.json.sig"),
+        ("PutObject", key),
+    ]
+    # Adding an object the manifest does not list leaves it visible.
+    export_partition(files)
+    extra = write_parquet(tmp_path / "extra" / "part-00002.parquet", 5)
+    new_key = landing.object_key(DATASET, DAY, extra.name)
+    landing.upload_encrypted(s3_client, us_bucket, new_key, extra, keys.recipient_public, tmp_path)
+    assert _manifest(s3_client, us_bucket) is not None
 
 
 def test_publish_refuses_a_manifest_the_objects_do_not_match(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import logging
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -11,7 +12,7 @@ from conftest import DATASET, DAY
 
 from crossborder import crypto, landing, receive
 from crossborder.errors import IntegrityMismatch
-from crossborder.manifest import build_manifest, manifest_bytes
+from crossborder.manifest import build_manifest, canonical_json, manifest_bytes
 
 PREFIX = f"{DATASET}/dt={DAY}/"
 
@@ -109,6 +110,34 @@ def test_an_unreadable_receipt_is_received_again(
     assert receive.pending_partitions(s3_client, us_bucket) == [(DATASET, DAY)]
     receipt = receive_now()
     assert landing.read_receipt(s3_client, us_bucket, DATASET, DAY) == receipt.to_dict()
+
+
+def test_odd_manifest_keys_are_skipped_not_fatal(
+    s3_client, us_bucket, export_partition, make_partition, caplog
+):
+    export_partition(make_partition(1))
+    odd = ["Archive/dt=2024-01-01/manifest.json", f"{DATASET}/dt=2024-02-30/manifest.json"]
+    for key in odd:
+        s3_client.put_object(Bucket=us_bucket, Key=key, Body=b"{}")
+
+    with caplog.at_level(logging.WARNING, logger="crossborder.receive"):
+        assert receive.pending_partitions(s3_client, us_bucket) == [(DATASET, DAY)]
+
+    logged = " ".join(r.getMessage() for r in caplog.records)
+    assert all(key in logged for key in odd)
+
+
+def test_a_receipt_with_unknown_fields_is_still_read(
+    s3_client, us_bucket, export_partition, make_partition, receive_now
+):
+    """A receipt written by a newer receiver version must not crash this one."""
+    export_partition(make_partition(1))
+    first = receive_now()
+    newer = {**first.to_dict(), "receipt_version": 2, "verified_by": "auditor"}
+    s3_client.put_object(Bucket=us_bucket, Key=f"{PREFIX}receipt.json", Body=canonical_json(newer))
+
+    assert receive_now() == first
+    assert receive.Receipt.from_dict(newer) == first
 
 
 def test_a_new_export_replaces_the_landed_partition(

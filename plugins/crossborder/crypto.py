@@ -33,6 +33,7 @@ from cryptography.exceptions import InvalidSignature, InvalidTag
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
+from crossborder.digest import CHUNK
 from crossborder.errors import IntegrityMismatch, KeyUnavailable
 
 MESSAGE_FORMAT = "aws-encryption-sdk-message"
@@ -40,7 +41,6 @@ ALGORITHM = Algorithm.AES_256_GCM_HKDF_SHA512_COMMIT_KEY
 WRAPPING = WrappingAlgorithm.RSA_OAEP_SHA256_MGF1
 FRAME_LENGTH = 1 << 20  # default 4 KiB frames are ~10x slower
 KEY_PROVIDER = "crossborder"
-CHUNK = 1 << 20
 MIN_RSA_BITS = 2048
 
 # One data key per message: refusing more bounds the work an attacker can make us do.

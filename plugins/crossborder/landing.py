@@ -8,14 +8,18 @@ Layout of one exported partition::
     {dataset}/dt=YYYY-MM-DD/receipt.json                   written by the U.S. receiver
 
 Order of a (re-)run: ``prepare_partition`` (abort interrupted multipart uploads, withdraw
-a manifest that would no longer match) → ``upload_encrypted`` per file (reuses an object
-that already holds the same plaintext for the same key) → ``publish_manifest`` (checks
-every object, removes strays, writes signature then manifest). A visible manifest thus
-always has its signature and always matches the objects next to it.
+a manifest that would no longer match, e.g. after the recipient key rotated) →
+``upload_encrypted`` per file (reuses an object that already holds the same plaintext for
+the same key; before replacing an object it withdraws a manifest listing it) →
+``publish_manifest`` (checks every object, removes strays, writes signature then
+manifest). A visible manifest thus always has its signature and always matches the
+objects next to it.
 
 Each encrypted object carries user metadata ``plaintext-sha256``, ``plaintext-size``,
-``sha256`` (ciphertext), ``size`` (ciphertext) and ``key-id``; the stored SHA-256
-checksum is verified by us after every upload (moto does not check it).
+``sha256`` (ciphertext), ``size`` (ciphertext), ``key-id`` and ``s3-checksum`` (the
+ChecksumSHA256 S3 should store, composite for multipart objects). ``object_mismatches``
+is the one check of a stored object against expectations: on reuse, after upload and
+before publishing (moto does not verify checksums itself).
 """
 
 from __future__ import annotations
@@ -40,7 +44,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from s3transfer.utils import ChunksizeAdjuster
 
 from crossborder import crypto
-from crossborder.digest import sha256_file
+from crossborder.digest import CHUNK, sha256_file
 from crossborder.errors import CrossborderError, IntegrityMismatch, UploadFailed
 from crossborder.manifest import (
     PART_NAME,
@@ -57,8 +61,10 @@ RECEIPT_NAME = "receipt.json"
 ENCRYPTED_SUFFIX = ".encrypted"
 CONTROL_FILES = (MANIFEST_NAME, SIGNATURE_NAME, RECEIPT_NAME)
 
+METADATA_FIELDS = ("plaintext-sha256", "plaintext-size", "sha256", "size", "key-id", "s3-checksum")
+
 _DATASET = re.compile(r"^[a-z][a-z0-9_]*$")
-_KEY = re.compile(r"^(?P<dataset>[^/]+)/dt=(?P<day>\d{4}-\d{2}-\d{2})/(?P<name>[^/]+)$")
+_KEY = re.compile(r"^(?P<dataset>[^/]+)/dt=(?P<day>[^/]+)/(?P<name>[^/]+)$")
 
 S3Client = Any  # boto3's client type is generated at run time
 
@@ -92,10 +98,12 @@ def receipt_key(dataset: str, day: date | str) -> str:
 
 
 def split_key(key: str) -> tuple[str, str, str]:
-    """ "{dataset}/dt={day}/{name}" → (dataset, day, name); ValueError for other keys."""
+    """ "{dataset}/dt={day}/{name}" → (dataset, day, name); ValueError for other keys,
+    including a malformed dataset name or an impossible day such as 2024-02-30."""
     match = _KEY.match(key)
     if not match:
         raise ValueError(f"not a partition key: {key!r}")
+    partition_prefix(match["dataset"], match["day"])  # validates both
     return match["dataset"], match["day"], match["name"]
 
 
@@ -214,7 +222,7 @@ def expected_s3_checksum(
     with path.open("rb") as f:
         for _ in range(parts):
             part, remaining = hashlib.sha256(), part_size
-            while remaining and (chunk := f.read(min(crypto.CHUNK, remaining))):
+            while remaining and (chunk := f.read(min(CHUNK, remaining))):
                 part.update(chunk)
                 remaining -= len(chunk)
             digests.update(part.digest())
@@ -233,14 +241,16 @@ def checksum_matches(stored: str | None, expected: str) -> bool:
 # --- upload -----------------------------------------------------------------------------
 
 
-def _metadata(encrypted: crypto.EncryptedFile) -> dict[str, str]:
-    return {
-        "plaintext-sha256": encrypted.plaintext_sha256,
-        "plaintext-size": str(encrypted.plaintext_size),
-        "sha256": encrypted.ciphertext_sha256,
-        "size": str(encrypted.ciphertext_size),
-        "key-id": encrypted.key_id,
-    }
+def _metadata(encrypted: crypto.EncryptedFile, s3_checksum: str) -> dict[str, str]:
+    values = (
+        encrypted.plaintext_sha256,
+        str(encrypted.plaintext_size),
+        encrypted.ciphertext_sha256,
+        str(encrypted.ciphertext_size),
+        encrypted.key_id,
+        s3_checksum,
+    )
+    return dict(zip(METADATA_FIELDS, values, strict=True))
 
 
 def _record(key: str, meta: dict[str, str], rows: int) -> dict:
@@ -256,26 +266,30 @@ def _record(key: str, meta: dict[str, str], rows: int) -> dict:
     }
 
 
-def _reusable(found: dict | None, plaintext_sha256: str, plaintext_size: int, kid: str) -> bool:
-    """Does the stored object already hold this plaintext, encrypted for this key?"""
+def object_mismatches(found: dict | None, expected: dict[str, str]) -> list[str]:
+    """How a stored object (its head_object) differs from expected metadata; [] if it matches.
+
+    Besides the expected values, the object must carry all our metadata and agree with
+    it: its length is ``size``, its stored checksum is ``s3-checksum``. So a head that
+    passes vouches for bytes whose SHA-256 is ``sha256`` (as far as S3 checksums do).
+    """
     if found is None:
-        return False
+        return ["is missing"]
     meta = found.get("Metadata", {})
-    try:
-        same = (
-            meta["plaintext-sha256"] == plaintext_sha256
-            and int(meta["plaintext-size"]) == plaintext_size
-            and meta["key-id"] == kid
-            and int(meta["size"]) == found["ContentLength"]
-            and len(meta["sha256"]) == 64
+    if missing := [name for name in METADATA_FIELDS if name not in meta]:
+        return [f"lacks metadata {', '.join(missing)}"]
+    problems = [
+        f"has {name} {meta[name]!r}, expected {value!r}"
+        for name, value in expected.items()
+        if meta.get(name) != value
+    ]
+    if str(found["ContentLength"]) != meta["size"]:
+        problems.append(f"has {found['ContentLength']} bytes, its metadata says {meta['size']}")
+    if not checksum_matches(found.get("ChecksumSHA256"), meta["s3-checksum"]):
+        problems.append(
+            f"has checksum {found.get('ChecksumSHA256')}, its metadata says {meta['s3-checksum']}"
         )
-    except (KeyError, ValueError):
-        return False
-    stored = found.get("ChecksumSHA256", "")
-    if same and stored and "-" not in stored and found.get("ChecksumType") != "COMPOSITE":
-        # A single-part object's checksum is its full SHA-256: cheap to cross-check.
-        same = stored == _b64(bytes.fromhex(meta["sha256"]))
-    return same
+    return problems
 
 
 def _parquet_rows(path: Path) -> int:
@@ -293,10 +307,13 @@ def upload_encrypted(
     recipient_public_pem: bytes,
     workdir: Path,
     transfer: TransferSettings | None = None,
+    *,
+    expected_plaintext_sha256: str | None = None,
 ) -> dict:
     """Encrypt plaintext for the recipient, upload it to key, verify it; return its record.
 
     An object already holding the same plaintext for the same key id is reused as is.
+    expected_plaintext_sha256 (from the plan) guards against a staged file that changed.
     """
     transfer = transfer or TransferSettings()
     dataset, day, _ = split_key(key)
@@ -304,63 +321,44 @@ def upload_encrypted(
         plaintext = Path(plaintext)
         rows = _parquet_rows(plaintext)
         plaintext_sha256, plaintext_size = sha256_file(plaintext)
-        kid = crypto.key_id(recipient_public_pem)
+        if expected_plaintext_sha256 not in (None, plaintext_sha256):
+            raise IntegrityMismatch("staged file changed since it was planned")
+        # An Airflow retry of a killed upload comes here without prepare_partition.
+        _abort_multipart_uploads(s3, bucket, key, exact=True)
+        wanted = {
+            "plaintext-sha256": plaintext_sha256,
+            "plaintext-size": str(plaintext_size),
+            "key-id": crypto.key_id(recipient_public_pem),
+        }
         found = head(s3, bucket, key)
-        if _reusable(found, plaintext_sha256, plaintext_size, kid):
+        if found is not None and not object_mismatches(found, wanted):
             return _record(key, found["Metadata"], rows)
+        if found is not None:
+            _withdraw_manifest_listing(s3, bucket, dataset, day, key)
         ciphertext = Path(workdir) / f".{uuid.uuid4().hex}{ENCRYPTED_SUFFIX}"
         try:
             encrypted = crypto.encrypt_file(plaintext, ciphertext, recipient_public_pem)
             if encrypted.plaintext_sha256 != plaintext_sha256:
                 raise UploadFailed("plaintext changed while it was being exported")
-            checksum = expected_s3_checksum(ciphertext, encrypted, transfer)
-            _upload(s3, bucket, key, ciphertext, encrypted, transfer)
+            meta = _metadata(encrypted, expected_s3_checksum(ciphertext, encrypted, transfer))
+            _upload(s3, bucket, key, ciphertext, meta, transfer.config(encrypted.ciphertext_size))
         finally:
             ciphertext.unlink(missing_ok=True)
-        try:
-            _verify_upload(s3, bucket, key, encrypted, checksum)
-        except CrossborderError:
-            # Never leave a bad object that a later run could mistake for a good one.
-            s3.delete_object(Bucket=bucket, Key=key)
-            raise
-        return _record(key, _metadata(encrypted), rows)
+        _verify_upload(s3, bucket, key, meta)
+        return _record(key, meta, rows)
 
 
 def _upload(
-    s3: S3Client,
-    bucket: str,
-    key: str,
-    path: Path,
-    encrypted: crypto.EncryptedFile,
-    transfer: TransferSettings,
+    s3: S3Client, bucket: str, key: str, path: Path, meta: dict[str, str], config: TransferConfig
 ) -> None:
-    s3.upload_file(
-        str(path),
-        bucket,
-        key,
-        ExtraArgs={
-            "ChecksumAlgorithm": "SHA256",
-            "ContentType": "application/octet-stream",
-            "Metadata": _metadata(encrypted),
-        },
-        Config=transfer.config(encrypted.ciphertext_size),
-    )
+    extra = {"ChecksumAlgorithm": "SHA256", "ContentType": "application/octet-stream"}
+    s3.upload_file(str(path), bucket, key, ExtraArgs={**extra, "Metadata": meta}, Config=config)
 
 
-def _verify_upload(
-    s3: S3Client, bucket: str, key: str, encrypted: crypto.EncryptedFile, checksum: str
-) -> None:
-    found = head(s3, bucket, key)
-    if found is None:
-        raise UploadFailed("object is not there after the upload")
-    problems = []
-    if found["ContentLength"] != encrypted.ciphertext_size:
-        problems.append(f"size {found['ContentLength']} != {encrypted.ciphertext_size}")
-    if found.get("Metadata") != _metadata(encrypted):
-        problems.append(f"metadata {found.get('Metadata')} != {_metadata(encrypted)}")
-    if not checksum_matches(found.get("ChecksumSHA256"), checksum):
-        problems.append(f"SHA-256 checksum {found.get('ChecksumSHA256')} != {checksum}")
-    if problems:
+def _verify_upload(s3: S3Client, bucket: str, key: str, meta: dict[str, str]) -> None:
+    if problems := object_mismatches(head(s3, bucket, key), meta):
+        # Never leave a bad object that a later run could mistake for a good one.
+        s3.delete_object(Bucket=bucket, Key=key)
         raise IntegrityMismatch(
             "uploaded object differs from what was sent: " + "; ".join(problems)
         )
@@ -386,13 +384,19 @@ class PublishedManifest:
 
 
 def prepare_partition(
-    s3: S3Client, bucket: str, dataset: str, day: date | str, planned: dict[str, str]
+    s3: S3Client,
+    bucket: str,
+    dataset: str,
+    day: date | str,
+    planned: dict[str, str],
+    recipient_key_id: str,
 ) -> PrepareResult:
     """Make the partition safe to (re-)upload: planned maps object key → plaintext sha256.
 
     Aborts interrupted multipart uploads under the prefix (one run owns a partition at a
     time), and withdraws a published manifest unless it lists exactly the planned files,
-    in which case there is nothing to do (``already_published``).
+    encrypted for recipient_key_id, in which case there is nothing to do
+    (``already_published``).
     """
     day = day_str(day)
     prefix = partition_prefix(dataset, day)
@@ -402,7 +406,9 @@ def prepare_partition(
         aborted = _abort_multipart_uploads(s3, bucket, prefix)
         current = _current_manifest(s3, bucket, dataset, day)
         parsed = current.parsed if current is not None else None
-        if parsed is not None and _is_published(s3, bucket, dataset, day, parsed, planned):
+        if parsed is not None and _is_published(
+            s3, bucket, dataset, day, parsed, planned, recipient_key_id
+        ):
             return PrepareResult(prefix, aborted, already_published=True, withdrawn_manifest=False)
         if current is not None or head(s3, bucket, signature_key(dataset, day)) is not None:
             withdraw_manifest(s3, bucket, dataset, day)
@@ -411,9 +417,12 @@ def prepare_partition(
         )
 
 
-def _abort_multipart_uploads(s3: S3Client, bucket: str, prefix: str) -> int:
+def _abort_multipart_uploads(s3: S3Client, bucket: str, prefix: str, exact: bool = False) -> int:
+    """Abort unfinished multipart uploads under prefix (exact: only of the key prefix)."""
     pages = s3.get_paginator("list_multipart_uploads").paginate(Bucket=bucket, Prefix=prefix)
-    uploads = [u for page in pages for u in page.get("Uploads", [])]
+    uploads = [
+        u for page in pages for u in page.get("Uploads", []) if not exact or u["Key"] == prefix
+    ]
     for upload in uploads:
         s3.abort_multipart_upload(Bucket=bucket, Key=upload["Key"], UploadId=upload["UploadId"])
     return len(uploads)
@@ -446,14 +455,21 @@ def _current_manifest(s3: S3Client, bucket: str, dataset: str, day: str) -> _Cur
 
 
 def _is_published(
-    s3: S3Client, bucket: str, dataset: str, day: str, manifest: dict, planned: dict[str, str]
+    s3: S3Client,
+    bucket: str,
+    dataset: str,
+    day: str,
+    manifest: dict,
+    planned: dict[str, str],
+    recipient_key_id: str,
 ) -> bool:
+    """Does the visible manifest already publish the planned files for the current key?"""
     listed = {o["key"]: o["plaintext_sha256"] for o in manifest["objects"]}
-    key_id = manifest["encryption"]["key_id"]
     return (
         listed == planned
+        and manifest["encryption"]["key_id"] == recipient_key_id
         and head(s3, bucket, signature_key(dataset, day)) is not None
-        and not object_problems(s3, bucket, manifest["objects"], key_id)
+        and not object_problems(s3, bucket, manifest["objects"], recipient_key_id)
     )
 
 
@@ -463,24 +479,28 @@ def withdraw_manifest(s3: S3Client, bucket: str, dataset: str, day: date | str) 
     s3.delete_object(Bucket=bucket, Key=signature_key(dataset, day))
 
 
-def object_problems(
-    s3: S3Client, bucket: str, objects: list[dict], key_id: str | None = None
-) -> list[str]:
-    """Listed objects that are missing or whose size/hashes/key id differ from the record."""
+def _withdraw_manifest_listing(s3: S3Client, bucket: str, dataset: str, day: str, key: str) -> None:
+    """Before key is replaced: withdraw a visible manifest that lists it (or is unreadable)."""
+    current = _current_manifest(s3, bucket, dataset, day)
+    if current is not None and (
+        current.parsed is None or key in {o["key"] for o in current.parsed["objects"]}
+    ):
+        withdraw_manifest(s3, bucket, dataset, day)
+
+
+def object_problems(s3: S3Client, bucket: str, objects: list[dict], key_id: str) -> list[str]:
+    """Listed objects that are missing or differ from their manifest record or key id."""
     problems = []
     for obj in objects:
+        expected = {
+            "plaintext-sha256": obj["plaintext_sha256"],
+            "plaintext-size": str(obj["plaintext_size"]),
+            "sha256": obj["sha256"],
+            "size": str(obj["size"]),
+            "key-id": key_id,
+        }
         found = head(s3, bucket, obj["key"])
-        if found is None:
-            problems.append(f"{obj['key']} is missing")
-            continue
-        meta = found.get("Metadata", {})
-        if found["ContentLength"] != obj["size"]:
-            problems.append(f"{obj['key']} has {found['ContentLength']} bytes, not {obj['size']}")
-        for field, meta_name in (("sha256", "sha256"), ("plaintext_sha256", "plaintext-sha256")):
-            if meta.get(meta_name) != obj[field]:
-                problems.append(f"{obj['key']} {field} is {meta.get(meta_name)}, not {obj[field]}")
-        if key_id is not None and meta.get("key-id") != key_id:
-            problems.append(f"{obj['key']} is encrypted for {meta.get('key-id')}, not {key_id}")
+        problems += [f"{obj['key']} {p}" for p in object_mismatches(found, expected)]
     return problems
 
 

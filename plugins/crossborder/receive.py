@@ -21,13 +21,14 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import logging
 import os
 import shutil
 import socket
 import sys
 import tempfile
 import uuid
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from datetime import date
 from pathlib import Path
 
@@ -35,10 +36,12 @@ import boto3
 from botocore.exceptions import BotoCoreError, ClientError
 
 from crossborder import crypto, landing
-from crossborder.digest import sha256_file
+from crossborder.digest import CHUNK, sha256_file
 from crossborder.errors import CrossborderError, IntegrityMismatch
 from crossborder.landing import S3Client, error_context
 from crossborder.manifest import canonical_json, day_str, parse_manifest, utc_now
+
+log = logging.getLogger(__name__)
 
 RECEIPT_VERSION = 1
 _RECORD_FIELDS = ("key", "part", "size", "sha256", "plaintext_size", "plaintext_sha256", "rows")
@@ -60,8 +63,9 @@ class Receipt:
 
     @classmethod
     def from_dict(cls, data: dict) -> Receipt:
-        fields = {k: v for k, v in data.items() if k != "receipt_version"}
-        return cls(**{**fields, "objects": tuple(fields["objects"])})
+        # Ignore fields we do not know (receipt_version, additions of newer receivers).
+        known = {k: data[k] for k in (f.name for f in fields(cls))}
+        return cls(**{**known, "objects": tuple(known["objects"])})
 
 
 def lake_dir(lake_root: Path, dataset: str, day: date | str) -> Path:
@@ -82,14 +86,20 @@ def pending_partitions(s3: S3Client, bucket: str) -> list[tuple[str, str]]:
 
 
 def _manifest_keys(s3: S3Client, bucket: str) -> list[tuple[str, str, str]]:
+    """(dataset, day, key) of every manifest laid out as {dataset}/dt=YYYY-MM-DD/manifest.json.
+
+    Other manifest.json keys are logged and skipped: one odd key must not stop receiving.
+    """
     found = []
     for key in landing.list_keys(s3, bucket, ""):
+        if key.rpartition("/")[2] != landing.MANIFEST_NAME:
+            continue
         try:
-            dataset, day, name = landing.split_key(key)
-        except ValueError:
-            continue  # not laid out as a partition: not ours to judge
-        if name == landing.MANIFEST_NAME:
-            found.append((dataset, day, key))
+            dataset, day, _ = landing.split_key(key)
+        except ValueError as exc:
+            log.warning("skipping %s: not a partition manifest (%s)", key, exc)
+            continue
+        found.append((dataset, day, key))
     return found
 
 
@@ -262,7 +272,7 @@ def _download(s3: S3Client, bucket: str, key: str, path: Path) -> tuple[str, int
         raise
     digest, size = hashlib.sha256(), 0
     with path.open("wb") as out:
-        for chunk in body.iter_chunks(crypto.CHUNK):
+        for chunk in body.iter_chunks(CHUNK):
             digest.update(chunk)
             size += len(chunk)
             out.write(chunk)

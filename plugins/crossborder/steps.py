@@ -139,10 +139,11 @@ def plan_upload(
     settings: Settings, staged: dict[str, Any], decision: dict[str, Any]
 ) -> list[dict[str, Any]]:
     """Prepare the U.S. prefix (abort stale uploads, withdraw a differing manifest)."""
-    from crossborder import landing
+    from crossborder import crypto, landing
 
     dataset, day = staged["dataset"], staged["day"]
     _require_cleared(staged, decision)
+    public = settings.require("recipient_public_pem", dataset=dataset, day=day)
     parts = [
         {
             "dataset": dataset,
@@ -161,6 +162,7 @@ def plan_upload(
         dataset,
         day,
         {p["key"]: p["plaintext_sha256"] for p in parts},
+        crypto.key_id(public),
     )
     return parts
 
@@ -172,10 +174,15 @@ def upload_part(settings: Settings, part: dict[str, Any]) -> dict[str, Any]:
     public = settings.require("recipient_public_pem", dataset=dataset, day=day)
     workdir = staging_path(settings.staging_root, dataset, day) / "_encrypted"
     workdir.mkdir(parents=True, exist_ok=True)
-    record = landing.upload_encrypted(
-        settings.s3_client(), settings.us_bucket, part["key"], Path(part["path"]), public, workdir
+    return landing.upload_encrypted(
+        settings.s3_client(),
+        settings.us_bucket,
+        part["key"],
+        Path(part["path"]),
+        public,
+        workdir,
+        expected_plaintext_sha256=part["plaintext_sha256"],
     )
-    return {**record, "part": part["name"], "rows": part["rows"]}
 
 
 def publish(
