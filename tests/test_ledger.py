@@ -86,6 +86,14 @@ def test_exported_without_receipt_is_listed_for_reconciliation(engine):
     assert ledger.exported_awaiting_receipt(engine) == []
 
 
+def test_a_superseded_export_is_not_awaited(engine):
+    old = ledger.begin_attempt(engine, "production_quality", "2026-11-23", "run-1")
+    ledger.update_attempt(engine, old, state="exported", manifest_sha256="ab" * 32)
+    new = ledger.begin_attempt(engine, "production_quality", "2026-11-23", "run-2")
+    ledger.update_attempt(engine, new, state="exported", manifest_sha256="cd" * 32)
+    assert [r["id"] for r in ledger.exported_awaiting_receipt(engine)] == [new]
+
+
 def test_ledger_url_from_the_airflow_connection():
     from types import SimpleNamespace
 

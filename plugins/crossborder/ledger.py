@@ -207,11 +207,23 @@ def list_events(engine: sa.Engine, dataset: str, day: str) -> list[dict[str, Any
 
 
 def exported_awaiting_receipt(engine: sa.Engine) -> list[dict[str, Any]]:
-    """Attempts whose manifest was published but whose U.S. receipt is not yet reconciled."""
+    """Latest attempts whose manifest was published but whose receipt is not reconciled.
+
+    An older attempt superseded by a newer one for the same day is left alone: its
+    manifest was replaced, so no receipt will ever match it.
+    """
+    newer = attempts.alias("newer")
+    superseded = sa.exists().where(
+        newer.c.dataset == attempts.c.dataset,
+        newer.c.partition_date == attempts.c.partition_date,
+        newer.c.attempt > attempts.c.attempt,
+    )
     with engine.connect() as conn:
         rows = conn.execute(
             sa.select(attempts).where(
-                attempts.c.state == "exported", attempts.c.manifest_sha256.is_not(None)
+                attempts.c.state == "exported",
+                attempts.c.manifest_sha256.is_not(None),
+                ~superseded,
             )
         ).mappings()
         return [dict(r) for r in rows]
