@@ -8,6 +8,8 @@ it again gives the same files, objects and ledger row.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -29,8 +31,14 @@ def _record(settings: Settings, attempt_id: int, **fields: Any) -> None:
     ledger.update_attempt(ledger.connect(settings.ledger_url), attempt_id, **fields)
 
 
-def _fail(settings: Settings, attempt_id: int, error: CrossborderError) -> None:
-    _record(settings, attempt_id, state="failed", error=f"{error.kind}: {error}")
+@contextmanager
+def _failure_recorded(settings: Settings, attempt_id: int) -> Iterator[None]:
+    """A typed error marks the attempt ``failed`` with its reason, then propagates."""
+    try:
+        yield
+    except CrossborderError as exc:
+        _record(settings, attempt_id, state="failed", error=f"{exc.kind}: {exc}")
+        raise
 
 
 def partition_ready(settings: Settings, dataset: str, day: str) -> bool:
@@ -39,11 +47,8 @@ def partition_ready(settings: Settings, dataset: str, day: str) -> bool:
 
 def extract(settings: Settings, dataset: str, day: str, run_id: str) -> dict[str, Any]:
     attempt_id = _attempt(settings, dataset, day, run_id)
-    try:
+    with _failure_recorded(settings, attempt_id):
         found = extract_partition(settings.source_root, dataset, day)
-    except CrossborderError as exc:
-        _fail(settings, attempt_id, exc)
-        raise
     _record(settings, attempt_id, rows_in=found.rows)
     return found.to_dict()
 
@@ -51,16 +56,13 @@ def extract(settings: Settings, dataset: str, day: str, run_id: str) -> dict[str
 def validate(settings: Settings, extracted: dict[str, Any], run_id: str) -> dict[str, Any]:
     found = Extract.from_dict(extracted)
     attempt_id = _attempt(settings, found.dataset, found.day, run_id)
-    found.check_unchanged()
     if not has_suite(found.dataset):
         summary = {"status": "no_suite", "suite": None}
         _record(settings, attempt_id, quality=summary)
         return summary
-    try:
+    with _failure_recorded(settings, attempt_id):
+        found.check_unchanged()
         result = validate_files(found.dataset, found.day, [f.path for f in found.files])
-    except CrossborderError as exc:
-        _fail(settings, attempt_id, exc)
-        raise
     summary = {"status": "passed", "suite": result.suite, "files": len(result.files)}
     _record(settings, attempt_id, quality=summary)
     return summary
@@ -70,19 +72,13 @@ def anonymize(settings: Settings, extracted: dict[str, Any], run_id: str) -> dic
     """Stage the policy's view of the partition; a draft policy stages nothing."""
     found = Extract.from_dict(extracted)
     attempt_id = _attempt(settings, found.dataset, found.day, run_id)
-    try:
+    with _failure_recorded(settings, attempt_id):
         policy = load_policy(found.dataset)
-    except CrossborderError as exc:
-        _fail(settings, attempt_id, exc)
-        raise
     _record(settings, attempt_id, policy_version=policy.version)
     if not policy.is_active:
         return {"status": "skipped", "policy_version": policy.version, "files": []}
-    try:
+    with _failure_recorded(settings, attempt_id):
         staged = anonymize_partition(policy, found, settings.staging_root)
-    except CrossborderError as exc:
-        _fail(settings, attempt_id, exc)
-        raise
     return {"status": "staged", **staged.to_dict()}
 
 
@@ -96,14 +92,9 @@ def decide(
 ) -> dict[str, Any]:
     attempt_id = _attempt(settings, dataset, day, run_id)
     policy = load_policy(dataset)
-    decision = classify(policy, quality, staged)
-    _record(
-        settings,
-        attempt_id,
-        route=decision.route,
-        reasons=[r.__dict__ for r in decision.reasons],
-    )
-    return decision.to_dict()
+    decision = classify(policy, quality, staged).to_dict()
+    _record(settings, attempt_id, route=decision["route"], reasons=decision["reasons"])
+    return decision
 
 
 def record_blocked(
