@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import subprocess
@@ -10,6 +11,7 @@ import textwrap
 import time
 from datetime import date
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from conftest import write_parquet
@@ -40,16 +42,34 @@ def _bucket_exists(s3) -> bool:
     return US_BUCKET in {b["Name"] for b in s3.list_buckets().get("Buckets", [])}
 
 
-def _run_cleared_path(env: LocalEnv, run_id: str) -> dict:
-    """Every step of the cleared route, as the DAG runs them."""
+def _decided(env: LocalEnv, run_id: str = "run-1") -> SimpleNamespace:
+    """The steps up to the route decision, as the DAG runs them; their outputs by name."""
     cfg = env.settings()
     extracted = steps.extract(cfg, DATASET, DAY, run_id)
     quality = steps.validate(cfg, extracted, run_id)
     staged = steps.anonymize(cfg, extracted, run_id)
     decision = steps.decide(cfg, DATASET, DAY, run_id, quality, staged)
-    parts = steps.plan_upload(cfg, staged, decision)
-    objects = [steps.upload_part(cfg, part) for part in parts]
-    return steps.publish(cfg, DATASET, DAY, run_id, objects, quality, staged, decision, extracted)
+    return SimpleNamespace(
+        cfg=cfg, extracted=extracted, quality=quality, staged=staged, decision=decision
+    )
+
+
+def _run_cleared_path(env: LocalEnv, run_id: str) -> dict:
+    """Every step of the cleared route, as the DAG runs them."""
+    done = _decided(env, run_id)
+    parts = steps.plan_upload(done.cfg, done.staged, done.decision)
+    objects = [steps.upload_part(done.cfg, part) for part in parts]
+    return steps.publish(
+        done.cfg,
+        DATASET,
+        DAY,
+        run_id,
+        objects,
+        done.quality,
+        done.staged,
+        done.decision,
+        done.extracted,
+    )
 
 
 def _bucket_state(env: LocalEnv) -> dict[str, str]:
@@ -78,40 +98,31 @@ def test_retrying_every_step_in_the_same_run_changes_nothing(env):
 @pytest.mark.parametrize("route", ["blocked", "cac_review"])
 def test_upload_and_publish_refuse_anything_not_cleared(env, route):
     synthetic.generate_partition(env.source, DATASET, date.fromisoformat(DAY), rows=100)
-    cfg = env.settings()
-    extracted = steps.extract(cfg, DATASET, DAY, "run-1")
-    quality = steps.validate(cfg, extracted, "run-1")
-    staged = steps.anonymize(cfg, extracted, "run-1")
-    forged = {"route": route, "policy_version": staged["policy_version"], "reasons": []}
+    done = _decided(env)
+    forged = {**done.decision, "route": route}
     with pytest.raises(ExportRefused, match=f"route is '{route}'"):
-        steps.plan_upload(cfg, staged, forged)
+        steps.plan_upload(done.cfg, done.staged, forged)
     with pytest.raises(ExportRefused):
-        steps.publish(cfg, DATASET, DAY, "run-1", [], quality, staged, forged, extracted)
+        steps.publish(
+            done.cfg, DATASET, DAY, "run-1", [], done.quality, done.staged, forged, done.extracted
+        )
     assert _bucket_state(env) == {}
 
 
 def test_upload_refuses_a_decision_made_under_another_policy_version(env):
     synthetic.generate_partition(env.source, DATASET, date.fromisoformat(DAY), rows=100)
-    cfg = env.settings()
-    extracted = steps.extract(cfg, DATASET, DAY, "run-1")
-    quality = steps.validate(cfg, extracted, "run-1")
-    staged = steps.anonymize(cfg, extracted, "run-1")
-    decision = steps.decide(cfg, DATASET, DAY, "run-1", quality, staged)
-    restaged = {**staged, "policy_version": "sha256:other"}
+    done = _decided(env)
+    restaged = {**done.staged, "policy_version": "sha256:other"}
     with pytest.raises(ExportRefused, match="the decision was made under"):
-        steps.plan_upload(cfg, restaged, decision)
+        steps.plan_upload(done.cfg, restaged, done.decision)
     assert _bucket_state(env) == {}
 
 
 def test_missing_recipient_key_fails_before_anything_is_uploaded(env):
     synthetic.generate_partition(env.source, DATASET, date.fromisoformat(DAY), rows=100)
-    cfg = env.settings()
-    extracted = steps.extract(cfg, DATASET, DAY, "run-1")
-    quality = steps.validate(cfg, extracted, "run-1")
-    staged = steps.anonymize(cfg, extracted, "run-1")
-    decision = steps.decide(cfg, DATASET, DAY, "run-1", quality, staged)
-    parts = steps.plan_upload(cfg, staged, decision)
-    no_key = type(cfg)(**{**cfg.__dict__, "recipient_public_pem": None})
+    done = _decided(env)
+    parts = steps.plan_upload(done.cfg, done.staged, done.decision)
+    no_key = dataclasses.replace(done.cfg, recipient_public_pem=None)
     with pytest.raises(KeyUnavailable, match="recipient_public_pem is not configured"):
         steps.upload_part(no_key, parts[0])
     assert _bucket_state(env) == {}
