@@ -136,12 +136,10 @@ def test_failing_quality_suite_fails_the_run_and_exports_nothing(env):
     summary = synthetic.generate_partition(env.source, "production_quality", day, rows=500)
     bad_file = Path(summary.path) / "part-00000.parquet"
     table = pq.read_table(bad_file)
-    counts = table.column("defect_count").to_pylist()
-    counts[7] = -3
+    shifts = table.column("shift").to_pylist()
+    shifts[7] = "Z"  # not a shift: a critical expectation
     table = table.set_column(
-        table.schema.get_field_index("defect_count"),
-        "defect_count",
-        pa.array(counts, type=pa.int32()),
+        table.schema.get_field_index("shift"), "shift", pa.array(shifts, type=pa.string())
     )
     pq.write_table(table, bad_file)
     code, _log = _dags_test(env, "cn_export_production_quality", _logical(day))
@@ -150,7 +148,8 @@ def test_failing_quality_suite_fails_the_run_and_exports_nothing(env):
     row = _latest(env, "production_quality", day)
     assert row["state"] == "failed"
     assert row["error"].startswith("quality_failed:")
-    assert "expect_column_values_to_be_between on defect_count (1 unexpected)" in row["error"]
+    assert "expect_column_values_to_be_in_set on shift (1 unexpected)" in row["error"]
+    assert row["quality"]["critical"][0]["sample"] == ["Z"]
     assert "part-00000.parquet" in row["error"]
 
 

@@ -1,10 +1,9 @@
-"""Extract, quality gate, staging and routing on real Parquet partitions (no Airflow)."""
+"""Extract, staging and routing on real Parquet partitions (no Airflow)."""
 
 import os
 from datetime import date, datetime
 from zoneinfo import ZoneInfo
 
-import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -12,10 +11,9 @@ from crossborder import synthetic
 from crossborder.anonymize import anonymize_partition
 from crossborder.classify import classify
 from crossborder.digest import sha256_file
-from crossborder.errors import PartitionInvalid, QualityFailed
+from crossborder.errors import PartitionInvalid
 from crossborder.extract import extract_partition, is_ready, partition_day
 from crossborder.policy import load_policy
-from crossborder.quality import validate_files
 
 DAY = date(2026, 11, 23)
 
@@ -60,32 +58,6 @@ def test_unreadable_file_is_named(partition):
         extract_partition(root, "production_quality", str(DAY))
     assert "part-00001.parquet" in str(err.value)
     assert "dataset production_quality, day 2026-11-23" in str(err.value)
-
-
-def test_generated_partition_passes_its_quality_suite(partition):
-    root, _ = partition
-    found = extract_partition(root, "production_quality", str(DAY))
-    result = validate_files("production_quality", str(DAY), [f.path for f in found.files])
-    assert result.success
-    assert result.suite == "production_quality.raw"
-    assert all(r.evaluated >= 10 for r in result.files)
-
-
-def test_quality_failure_names_file_expectation_and_count(partition):
-    root, summary = partition
-    bad = summary.path / "part-00002.parquet"
-    table = pq.read_table(bad)
-    ids = table.column("inspection_id").to_pylist()
-    ids[1] = ids[0]  # a duplicate key
-    table = table.set_column(0, "inspection_id", pa.array(ids, pa.string()))
-    pq.write_table(table, bad)
-    found = extract_partition(root, "production_quality", str(DAY))
-    with pytest.raises(QualityFailed) as err:
-        validate_files("production_quality", str(DAY), [f.path for f in found.files])
-    message = str(err.value)
-    assert err.value.file == str(bad)
-    assert "part-00002.parquet: expect_column_values_to_be_unique on inspection_id" in message
-    assert "(2 unexpected)" in message
 
 
 def test_staging_keeps_only_allowed_columns_and_every_row(partition, tmp_path):

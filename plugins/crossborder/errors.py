@@ -49,6 +49,7 @@ class PartitionInvalid(CrossborderError):
 
 class QualityFailed(CrossborderError):
     kind = "quality_failed"
+    result: dict | None = None  # the suite's summary: failed expectations, counts, samples
 
 
 class PolicyInvalid(CrossborderError):

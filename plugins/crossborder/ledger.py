@@ -196,6 +196,27 @@ def latest_attempt(engine: sa.Engine, dataset: str, day: str) -> dict[str, Any] 
     return dict(row) if row else None
 
 
+def trailing_quality(
+    engine: sa.Engine, dataset: str, day: str, limit: int = 30
+) -> list[dict[str, Any]]:
+    """Quality summaries of the latest passed attempt of each earlier day, newest first."""
+    with engine.connect() as conn:
+        rows = conn.execute(
+            sa.select(attempts.c.partition_date, attempts.c.quality)
+            .where(
+                attempts.c.dataset == dataset,
+                attempts.c.partition_date < day,
+                attempts.c.quality.is_not(None),
+            )
+            .order_by(attempts.c.partition_date.desc(), attempts.c.attempt.desc())
+        ).all()
+    latest: dict[str, dict[str, Any]] = {}
+    for partition_date, quality in rows:
+        if partition_date not in latest and (quality or {}).get("status") == "passed":
+            latest[partition_date] = quality
+    return list(latest.values())[:limit]
+
+
 def list_events(engine: sa.Engine, dataset: str, day: str) -> list[dict[str, Any]]:
     with engine.connect() as conn:
         rows = conn.execute(

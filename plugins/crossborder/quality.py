@@ -1,36 +1,54 @@
-"""Quality gate: a dataset's Great Expectations suite, run file by file.
+"""Quality gate: a dataset's Great Expectations suite, run file by file, plus partition checks.
 
-Suites live in ``expectations/<dataset>.<stage>.json`` (GX 1.x suite JSON). Each file of
-the partition is validated on its own, so memory is bounded by the largest file. A
-failing suite raises QualityFailed naming dataset, day, file and expectations: nothing
-downstream (and so nothing abroad) runs.
+Suites live in ``expectations/<dataset>.<stage>.json`` (GX 1.x suite JSON). Each
+expectation carries its GX ``severity``: ``critical`` blocks the export, ``warning`` is
+recorded and alerted while the export goes on. The suite's ``meta.partition_checks``
+name checks that need the whole partition (uniqueness across files, a value monotonic
+per vehicle); GX runs on one file at a time, so memory is bounded by the largest file.
+The day window comes in as the suite parameters ``day_start`` and ``day_end``.
+
+A critical failure raises QualityFailed naming dataset, day, file and expectations, and
+carrying the full result (with samples of personal columns masked) for the ledger.
 """
 
 from __future__ import annotations
 
+import html
 import json
 import os
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
+from datetime import datetime, time, timedelta
 from pathlib import Path
 from typing import Any
 
 from crossborder.errors import QualityFailed
+from crossborder.extract import SHANGHAI
 from crossborder.policy import REPO_ROOT
 
 SAMPLE_SIZE = 5
+CRITICAL, WARNING = "critical", "warning"
 
 
 @dataclass(frozen=True)
 class Failure:
     expectation: str
-    column: str | None
-    unexpected_count: int | None
+    severity: str
+    column: str | None = None
+    file: str | None = None  # None: the check covers the whole partition
+    unexpected_count: int | None = None
     sample: list[Any] = field(default_factory=list)
+    detail: str = ""
+
+    @property
+    def where(self) -> str:
+        return Path(self.file).name if self.file else "partition"
 
     def describe(self) -> str:
         where = f" on {self.column}" if self.column else ""
         count = f" ({self.unexpected_count} unexpected)" if self.unexpected_count else ""
-        return f"{self.expectation}{where}{count}"
+        detail = f": {self.detail}" if self.detail else ""
+        return f"{self.expectation}{where}{count}{detail}"
 
 
 @dataclass(frozen=True)
@@ -38,17 +56,39 @@ class FileResult:
     file: str
     rows: int
     evaluated: int
-    failures: tuple[Failure, ...]
+    report: str | None  # the rendered Data Docs page, if any
 
 
 @dataclass(frozen=True)
 class SuiteResult:
     suite: str
-    success: bool
     files: tuple[FileResult, ...]
+    failures: tuple[Failure, ...]
+    subjects: int | None = None  # distinct vehicles (or other subjects) in the partition
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+    @property
+    def critical(self) -> list[Failure]:
+        return [f for f in self.failures if f.severity == CRITICAL]
+
+    @property
+    def warnings(self) -> list[Failure]:
+        return [f for f in self.failures if f.severity != CRITICAL]
+
+    @property
+    def success(self) -> bool:
+        return not self.critical
+
+    def summary(self) -> dict[str, Any]:
+        """The small, JSON-able record kept in the ledger, XCom and the manifest."""
+        return {
+            "status": "passed" if self.success else "failed",
+            "suite": self.suite,
+            "files": len(self.files),
+            "rows": sum(f.rows for f in self.files),
+            "subjects": self.subjects,
+            "critical": [asdict(f) for f in self.critical],
+            "warnings": [asdict(f) for f in self.warnings],
+        }
 
 
 def expectations_dir() -> Path:
@@ -63,35 +103,102 @@ def has_suite(dataset: str, stage: str = "raw", directory: Path | None = None) -
     return suite_path(dataset, stage, directory).is_file()
 
 
-def validate_files(
+def load_suite(dataset: str, stage: str = "raw", directory: Path | None = None) -> dict[str, Any]:
+    return json.loads(suite_path(dataset, stage, directory).read_text(encoding="utf-8"))
+
+
+def day_window(day: str) -> dict[str, Any]:
+    """Suite parameters: the first and last millisecond of the Shanghai day."""
+    import pandas as pd
+
+    start = datetime.combine(datetime.fromisoformat(day).date(), time(), SHANGHAI)
+    end = start + timedelta(days=1) - timedelta(milliseconds=1)
+    return {"day_start": pd.Timestamp(start), "day_end": pd.Timestamp(end)}
+
+
+def validate_partition(
     dataset: str,
     day: str,
     files: list[str],
+    *,
+    masked_columns: Iterable[str] | None = (),
+    history: list[dict[str, Any]] | None = None,
+    report_dir: Path | None = None,
     stage: str = "raw",
     directory: Path | None = None,
 ) -> SuiteResult:
-    """Validate each Parquet file with the suite; raise QualityFailed if any fails."""
+    """Validate every file and the partition as a whole; raise QualityFailed if critical.
+
+    ``history`` holds the trailing partitions' ``{"rows", "subjects"}`` for the volume check;
+    ``masked_columns`` names the personal columns whose samples are masked.
+    """
     import pyarrow.parquet as pq
 
-    path = suite_path(dataset, stage, directory)
-    suite_json = json.loads(path.read_text(encoding="utf-8"))
-    validation = _validation_definition(suite_json)
-    results = []
+    suite = load_suite(dataset, stage, directory)
+    validation = _validation_definition(suite)
+    parameters = day_window(day)
+    mask = _masker(None if masked_columns is None else set(masked_columns))
+    results, failures = [], []
     for file in files:
         frame = pq.read_table(file).to_pandas()
-        outcome = validation.run(batch_parameters={"dataframe": frame})
-        results.append(_file_result(file, len(frame), outcome))
-        del frame
-    result = SuiteResult(
-        suite=suite_json["name"],
-        success=all(not r.failures for r in results),
-        files=tuple(results),
-    )
-    if not result.success:
-        raise QualityFailed(
-            _failure_message(result), dataset=dataset, day=day, file=_first_bad(result)
+        outcome = validation.run(
+            batch_parameters={"dataframe": frame}, expectation_parameters=parameters
         )
+        report = _render(outcome, report_dir, Path(file).stem) if report_dir else None
+        results.append(
+            FileResult(file, len(frame), outcome.statistics["evaluated_expectations"], report)
+        )
+        failures += _failures(outcome, file, mask)
+        del frame
+    meta = suite.get("meta", {})
+    for check in meta.get("partition_checks", []):
+        failures += _partition_check(files, check, mask)
+    volume = meta.get("volume", {})
+    subjects = (
+        count_distinct(files, volume["subject_column"]) if "subject_column" in volume else None
+    )
+    rows = sum(r.rows for r in results)
+    failures += volume_failures(rows, subjects, history or [], volume)
+    result = SuiteResult(
+        suite=suite["name"], files=tuple(results), failures=tuple(failures), subjects=subjects
+    )
+    if report_dir:
+        write_report_index(report_dir, dataset, day, result)
+    if not result.success:
+        raise quality_failure(dataset, day, result)
     return result
+
+
+def for_manifest(summary: dict[str, Any]) -> dict[str, Any]:
+    """What the U.S. side learns of the checks: verdict, counts, warnings; no sample values."""
+    keep = ("expectation", "severity", "column", "unexpected_count", "detail")
+    return {
+        "status": summary["status"],
+        "suite": summary.get("suite"),
+        "files": summary.get("files"),
+        "rows": summary.get("rows"),
+        "warnings": [{k: w.get(k) for k in keep} for w in summary.get("warnings", [])],
+    }
+
+
+def quality_failure(dataset: str, day: str, result: SuiteResult) -> QualityFailed:
+    """The typed error for a critical failure, carrying the result for the ledger."""
+    bad = result.critical
+    by_file: dict[str, list[str]] = {}
+    for failure in bad:
+        by_file.setdefault(failure.where, []).append(failure.describe())
+    parts = [f"{name}: {', '.join(found)}" for name, found in by_file.items()]
+    error = QualityFailed(
+        f"quality suite {result.suite} failed: " + "; ".join(parts),
+        dataset=dataset,
+        day=day,
+        file=next((f.file for f in bad if f.file), None),
+    )
+    error.result = result.summary()
+    return error
+
+
+# --- Great Expectations ---------------------------------------------------------------
 
 
 def _validation_definition(suite_json: dict[str, Any]) -> Any:
@@ -122,39 +229,243 @@ def _validation_definition(suite_json: dict[str, Any]) -> Any:
     )
 
 
-def _file_result(file: str, rows: int, outcome: Any) -> FileResult:
-    failures = []
+def _failures(outcome: Any, file: str, mask: Callable[[str | None, Any], Any]) -> list[Failure]:
+    found = []
     for item in outcome.results:
         if item.success:
             continue
         config = item.expectation_config
+        column = config.kwargs.get("column") or config.kwargs.get("column_A")
         detail = item.result or {}
-        failures.append(
+        found.append(
             Failure(
                 expectation=config.type,
-                column=config.kwargs.get("column"),
+                severity=getattr(config.severity, "value", str(config.severity)),
+                column=column,
+                file=file,
                 unexpected_count=detail.get("unexpected_count"),
-                sample=[_plain(v) for v in (detail.get("partial_unexpected_list") or [])][
+                sample=[mask(column, v) for v in detail.get("partial_unexpected_list") or []][
                     :SAMPLE_SIZE
                 ],
+                detail=_detail(config.type, config.kwargs, detail, item.exception_info),
             )
         )
-    evaluated = outcome.statistics["evaluated_expectations"]
-    return FileResult(file=file, rows=rows, evaluated=evaluated, failures=tuple(failures))
+    return found
 
 
-def _plain(value: Any) -> Any:
-    return value if isinstance(value, str | int | float | bool | type(None)) else str(value)
+def _detail(kind: str, kwargs: dict, result: dict, exception: dict | None) -> str:
+    """One plain sentence on what was found, where GX's counts alone do not say it."""
+    if kind == "expect_table_columns_to_match_ordered_list":
+        return schema_drift(kwargs["column_list"], result.get("observed_value") or [])
+    if kind == "expect_column_values_to_be_of_type":
+        return f"expected {kwargs['type_']}, found {result.get('observed_value')}"
+    if kind == "expect_table_row_count_to_be_between":
+        return f"{result.get('observed_value')} rows"
+    if exception and exception.get("raised_exception"):
+        message = str(exception.get("exception_message") or "").splitlines()
+        return f"could not be evaluated: {message[0] if message else 'error'}"
+    return ""
 
 
-def _first_bad(result: SuiteResult) -> str | None:
-    return next((r.file for r in result.files if r.failures), None)
-
-
-def _failure_message(result: SuiteResult) -> str:
-    parts = [
-        f"{Path(r.file).name}: " + ", ".join(f.describe() for f in r.failures)
-        for r in result.files
-        if r.failures
+def schema_drift(expected: list[str], observed: list[str]) -> str:
+    """Name the drift: missing, added, renamed (one out, one in at the same place), moved."""
+    missing = [c for c in expected if c not in observed]
+    added = [c for c in observed if c not in expected]
+    renamed = [
+        f"{old} → {new}"
+        for old, new in zip(missing, added, strict=False)
+        if expected.index(old) == observed.index(new)
     ]
-    return f"quality suite {result.suite} failed: " + "; ".join(parts)
+    parts = []
+    if renamed:
+        parts.append("renamed " + ", ".join(renamed))
+        renamed_pairs = {p.split(" → ")[0] for p in renamed} | {p.split(" → ")[1] for p in renamed}
+        missing = [c for c in missing if c not in renamed_pairs]
+        added = [c for c in added if c not in renamed_pairs]
+    if missing:
+        parts.append("missing " + ", ".join(missing))
+    if added:
+        parts.append("unexpected " + ", ".join(added))
+    return "; ".join(parts) or "columns are out of order"
+
+
+def _render(outcome: Any, report_dir: Path, name: str) -> str:
+    """Render one file's validation result as a Great Expectations Data Docs page."""
+    from great_expectations.render.renderer import ValidationResultsPageRenderer
+    from great_expectations.render.view import DefaultJinjaPageView
+
+    page = DefaultJinjaPageView().render(ValidationResultsPageRenderer().render(outcome))
+    report_dir.mkdir(parents=True, exist_ok=True)
+    (report_dir / f"{name}.html").write_text(page, encoding="utf-8")
+    return f"{name}.html"
+
+
+def _row(*cells: Any) -> str:
+    text = (c if isinstance(c, str) else json.dumps(c, ensure_ascii=False) for c in cells)
+    return "<tr>" + "".join(f"<td>{html.escape(t)}</td>" for t in text) + "</tr>"
+
+
+def write_report_index(report_dir: Path, dataset: str, day: str, result: SuiteResult) -> Path:
+    """index.html: the verdict, every failure, and a link to each file's Data Docs page."""
+    rows = "".join(_row(f.severity, f.where, f.describe(), f.sample) for f in result.failures)
+    links = "".join(
+        f'<li><a href="{html.escape(r.report)}">{html.escape(Path(r.file).name)}</a>'
+        f" ({r.rows:,} rows, {r.evaluated} expectations)</li>"
+        for r in result.files
+        if r.report
+    )
+    verdict = "PASSED" if result.success else "FAILED: nothing of this partition leaves China"
+    page = f"""<!doctype html><html><head><meta charset="utf-8">
+<title>{html.escape(result.suite)} {html.escape(day)}</title></head><body>
+<h1>Quality report: {html.escape(dataset)} {html.escape(day)}</h1>
+<p>Suite <code>{html.escape(result.suite)}</code>: <strong>{verdict}</strong></p>
+<h2>Failures</h2>
+<table border="1"><tr><th>severity</th><th>where</th><th>expectation</th><th>sample</th></tr>
+{rows or '<tr><td colspan="4">none</td></tr>'}</table>
+<h2>Data Docs per file</h2><ul>{links}</ul></body></html>
+"""
+    path = report_dir / "index.html"
+    report_dir.mkdir(parents=True, exist_ok=True)
+    path.write_text(page, encoding="utf-8")
+    return path
+
+
+# --- partition checks (whole partition, column-wise reads) --------------------------------
+
+
+def _read_columns(files: list[str], columns: list[str]) -> Any:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    tables = (pq.read_table(f, columns=columns) for f in files)
+    return pa.concat_tables(tables, promote_options="permissive")
+
+
+def _partition_check(
+    files: list[str], check: dict[str, Any], mask: Callable[[str | None, Any], Any]
+) -> list[Failure]:
+    """Run one partition check; one that cannot run (e.g. a column is gone) fails."""
+    import pyarrow as pa
+
+    try:
+        return PARTITION_CHECKS[check["check"]](files, check, mask)
+    except (pa.ArrowException, KeyError, ValueError) as exc:
+        detail = f"could not be evaluated: {str(exc).splitlines()[0]}"
+        name = f"partition_{check['check']}"
+        return [
+            Failure(
+                name, check.get("severity", CRITICAL), column=check.get("column"), detail=detail
+            )
+        ]
+
+
+def count_distinct(files: list[str], column: str) -> int:
+    import pyarrow.compute as pc
+
+    return pc.count_distinct(_read_columns(files, [column]).column(column)).as_py()
+
+
+def unique_across_files(
+    files: list[str], check: dict[str, Any], mask: Callable[[str | None, Any], Any]
+) -> list[Failure]:
+    import pyarrow.compute as pc
+
+    column = check["column"]
+    counts = pc.value_counts(_read_columns(files, [column]).column(column).combine_chunks())
+    repeated = counts.filter(pc.greater(counts.field("counts"), 1))
+    if len(repeated) == 0:
+        return []
+    sample = [mask(column, v) for v in repeated.field("values").to_pylist()[:SAMPLE_SIZE]]
+    extra = pc.sum(repeated.field("counts")).as_py()
+    return [
+        Failure(
+            "partition_values_unique_across_files",
+            check.get("severity", CRITICAL),
+            column=column,
+            unexpected_count=extra,
+            sample=sample,
+            detail=f"{len(repeated)} values occur more than once in the partition",
+        )
+    ]
+
+
+def monotonic_per_group(
+    files: list[str], check: dict[str, Any], mask: Callable[[str | None, Any], Any]
+) -> list[Failure]:
+    import numpy as np
+    import pandas as pd
+
+    column, group, order = check["column"], check["group_by"], check["order_by"]
+    table = _read_columns(files, [group, order, column])
+    codes, names = pd.factorize(table.column(group).to_numpy())
+    times = table.column(order).cast("int64").to_numpy()
+    values = table.column(column).to_numpy()
+    ordered = np.lexsort((times, codes))
+    same_group = codes[ordered][1:] == codes[ordered][:-1]
+    drops = same_group & (np.diff(values[ordered]) < 0)
+    if not drops.any():
+        return []
+    bad_groups = np.unique(codes[ordered][1:][drops])
+    return [
+        Failure(
+            "partition_values_monotonic_per_group",
+            check.get("severity", WARNING),
+            column=column,
+            unexpected_count=int(drops.sum()),
+            sample=[mask(group, names[g]) for g in bad_groups[:SAMPLE_SIZE]],
+            detail=f"{column} decreases within {len(bad_groups)} {group} value(s) over {order}",
+        )
+    ]
+
+
+def volume_failures(
+    rows: int, subjects: int | None, history: list[dict[str, Any]], config: dict[str, Any]
+) -> list[Failure]:
+    """Today's rows and distinct subjects against the median of the trailing partitions."""
+    import statistics
+
+    trailing = history[: config.get("trailing_partitions", 7)]
+    if len(trailing) < config.get("min_history", 3):
+        return []  # too little history to judge; the first days of a dataset always pass
+    tolerance = config.get("tolerance", 0.5)
+    found = []
+    for measure, today in (("rows", rows), ("subjects", subjects)):
+        past = [h[measure] for h in trailing if h.get(measure) is not None]
+        if today is None or not past:
+            continue
+        typical = statistics.median(past)
+        change = (today - typical) / typical if typical else 0.0
+        if abs(change) > tolerance:
+            found.append(
+                Failure(
+                    "partition_volume_within_trailing_range",
+                    config.get("severity", WARNING),
+                    column=measure,
+                    detail=f"{measure} {today:,} is {change:+.0%} against the median "
+                    f"{typical:,.0f} of the last {len(past)} partitions "
+                    f"(tolerance ±{tolerance:.0%})",
+                )
+            )
+    return found
+
+
+PARTITION_CHECKS: dict[str, Callable[..., list[Failure]]] = {
+    "unique_across_files": unique_across_files,
+    "monotonic_per_group": monotonic_per_group,
+}
+
+
+def _masker(personal: set[str] | None) -> Callable[[str | None, Any], Any]:
+    """Samples of personal columns keep only their shape: first and last character.
+
+    ``None`` masks every column (used when the policy cannot say which are personal).
+    """
+
+    def mask(column: str | None, value: Any) -> Any:
+        plain = value if isinstance(value, str | int | float | bool | type(None)) else str(value)
+        if (personal is not None and column not in personal) or plain is None:
+            return plain
+        text = str(plain)
+        return text[0] + "*" * max(len(text) - 2, 0) + text[-1] if len(text) > 2 else "**"
+
+    return mask

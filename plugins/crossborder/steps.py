@@ -16,10 +16,10 @@ from typing import Any
 from crossborder import alerts, ledger
 from crossborder.anonymize import anonymize_partition, staging_path
 from crossborder.classify import Decision, classify
-from crossborder.errors import CrossborderError, ExportRefused
+from crossborder.errors import CrossborderError, ExportRefused, QualityFailed
 from crossborder.extract import Extract, extract_partition, is_ready
 from crossborder.policy import load_policy
-from crossborder.quality import has_suite, validate_files
+from crossborder.quality import for_manifest, has_suite, validate_partition
 from crossborder.settings import Settings
 
 
@@ -53,18 +53,53 @@ def extract(settings: Settings, dataset: str, day: str, run_id: str) -> dict[str
     return found.to_dict()
 
 
+def quality_report_dir(staging_root: Path, dataset: str, day: str, run_id: str) -> Path:
+    """Where a run's quality report (Data Docs) is written, on the China side."""
+    safe_run = "".join(c if c.isalnum() or c in "-_." else "_" for c in run_id)
+    return Path(staging_root) / "_quality_reports" / dataset / f"dt={day}" / safe_run
+
+
+def _personal_columns(dataset: str) -> list[str] | None:
+    """Columns whose samples must be masked; None (mask all) if the policy cannot say."""
+    try:
+        return [c.name for c in load_policy(dataset).columns if c.data_class != "none"]
+    except CrossborderError:
+        return None
+
+
 def validate(settings: Settings, extracted: dict[str, Any], run_id: str) -> dict[str, Any]:
+    """Run the quality suite; critical failures quarantine the partition, warnings alert."""
     found = Extract.from_dict(extracted)
-    attempt_id = _attempt(settings, found.dataset, found.day, run_id)
-    if not has_suite(found.dataset):
+    dataset, day = found.dataset, found.day
+    attempt_id = _attempt(settings, dataset, day, run_id)
+    if not has_suite(dataset):
         summary = {"status": "no_suite", "suite": None}
         _record(settings, attempt_id, quality=summary)
         return summary
+    report = quality_report_dir(settings.staging_root, dataset, day, run_id)
+    engine = ledger.connect(settings.ledger_url)
     with _failure_recorded(settings, attempt_id):
         found.check_unchanged()
-        result = validate_files(found.dataset, found.day, [f.path for f in found.files])
-    summary = {"status": "passed", "suite": result.suite, "files": len(result.files)}
+        try:
+            result = validate_partition(
+                dataset,
+                day,
+                [f.path for f in found.files],
+                masked_columns=_personal_columns(dataset),
+                report_dir=report,
+                history=ledger.trailing_quality(engine, dataset, day),
+            )
+        except QualityFailed as exc:
+            _record(settings, attempt_id, quality={**exc.result, "report": str(report)})
+            raise
+    summary = {**result.summary(), "report": str(report / "index.html")}
     _record(settings, attempt_id, quality=summary)
+    if result.warnings:
+        cause = "; ".join(f"{f.where}: {f.describe()}" for f in result.warnings)
+        alerts.emit(
+            alerts.Alert(dataset, day, "validate", "quality_warning", cause, run_id),
+            settings.ledger_url,
+        )
     return summary
 
 
@@ -204,7 +239,7 @@ def publish(
         dag_run_id=run_id,
         rows_in=extracted["rows"],
         rows_out=staged["rows"],
-        quality=quality,
+        quality=for_manifest(quality),
         objects=objects,
         encryption=crypto.encryption_info(public),
         extra={"reasons": decision["reasons"], "columns": staged["columns"]},
