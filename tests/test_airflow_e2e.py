@@ -25,6 +25,7 @@ from crossborder.localenv import (
     start_s3_server,
 )
 from crossborder.policy import REPO_ROOT
+from crossborder.reports import URL_PREFIX, resolve
 
 pytestmark = pytest.mark.airflow
 
@@ -58,6 +59,19 @@ def _keys(env: LocalEnv, dataset: str, day: date) -> dict[str, dict]:
     s3 = env.s3_client()
     listing = s3.list_objects_v2(Bucket=US_BUCKET, Prefix=partition_prefix(dataset, day))
     return {o["Key"]: o for o in listing.get("Contents", [])}
+
+
+def _xcom(env: LocalEnv, task_id: str, key: str, run_id: str):
+    """An XCom value straight from Airflow's metadata database (SQLite here)."""
+    import json
+    import sqlite3
+
+    with sqlite3.connect(env.airflow_home / "airflow.db") as db:
+        [(value,)] = db.execute(
+            "SELECT value FROM xcom WHERE task_id = ? AND key = ? AND run_id = ?",
+            (task_id, key, run_id),
+        ).fetchall()
+    return json.loads(value)
 
 
 def _latest(env: LocalEnv, dataset: str, day: date) -> dict:
@@ -150,6 +164,11 @@ def test_failing_quality_suite_fails_the_run_and_exports_nothing(env):
     assert row["error"].startswith("quality_failed:")
     assert "expect_column_values_to_be_in_set on shift (1 unexpected)" in row["error"]
     assert row["quality"]["critical"][0]["sample"] == ["Z"]
+    # The failed validate task links to its Data Docs, served by the UI's API server.
+    link = _xcom(env, "validate", "_link_QualityReportLink", row["dag_run_id"])
+    assert link.startswith(URL_PREFIX + "/production_quality/")
+    report = resolve(env.staging, link.removeprefix(URL_PREFIX + "/"))
+    assert report is not None and report == Path(row["quality"]["report"]).resolve()
     assert "part-00000.parquet" in row["error"]
 
 

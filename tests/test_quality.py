@@ -138,7 +138,7 @@ def test_critical_defect_quarantines_the_partition(env, defect):
     critical = row["quality"]["critical"]
     assert critical and all(f["severity"] == "critical" for f in critical)
     assert row["quality"]["status"] == "failed"
-    assert Path(row["quality"]["report"], "index.html").is_file()
+    assert Path(row["quality"]["report"]).is_file()
     assert landing.list_keys(env.s3_client(), US_BUCKET, "") == []
 
 
@@ -242,3 +242,33 @@ def test_volume_needs_history_and_respects_the_tolerance():
     assert volume_failures(1000, 3, history, {**config, "severity": "critical"})[0].severity == (
         "critical"
     )
+
+
+def test_quality_report_link_opens_the_rendered_data_docs(env):
+    from types import SimpleNamespace
+
+    from fastapi.testclient import TestClient
+
+    from crossborder.export_dag import QualityReportLink
+    from crossborder.reports import URL_PREFIX, create_app
+
+    run_id = "scheduled__2026-11-23T18:00:00+00:00"
+    folder = _telemetry(env)
+    _rewrite(folder / "part-00001.parquet", _patch("vin", {3: None}))
+    with pytest.raises(QualityFailed):
+        _validate(env, run_id=run_id)
+    ti_key = SimpleNamespace(dag_id=f"cn_export_{TELEMETRY}", run_id=run_id)
+    link = QualityReportLink().get_link(None, ti_key=ti_key)
+    assert link.startswith(f"{URL_PREFIX}/{TELEMETRY}/")
+    client = TestClient(create_app(lambda: env.staging))
+    index = client.get(link.removeprefix(URL_PREFIX))
+    assert index.status_code == 200
+    assert "FAILED: nothing of this partition leaves China" in index.text
+    assert "expect_column_values_to_not_be_null on vin (1 unexpected)" in index.text
+    page = client.get(link.removeprefix(URL_PREFIX).replace("index.html", "part-00001.html"))
+    assert page.status_code == 200
+    assert "Data documentation compiled by Great Expectations" in page.text
+    assert "values must never be null" in page.text
+    assert "1 unexpected values found" in page.text
+    assert "https://" not in page.text.split("<body")[0]  # no assets fetched from outside
+    assert client.get("/../../keys/us_recipient_private.pem").status_code == 404

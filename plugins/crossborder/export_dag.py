@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pendulum
-from airflow.sdk import DAG, Param, dag, task
+from airflow.sdk import DAG, BaseOperatorLink, Param, dag, task
 from airflow.sdk.bases.sensor import PokeReturnValue
 
 from crossborder.policy import parse_duration, policy_files, read_schedule
@@ -32,6 +32,17 @@ DEFAULT_ARGS: dict[str, Any] = {
     "retry_delay": timedelta(minutes=2),
     "on_failure_callback": _on_failure,
 }
+
+
+class QualityReportLink(BaseOperatorLink):
+    """The validate task's link to this run's quality report (Data Docs)."""
+
+    name = "Quality report"
+
+    def get_link(self, operator: Any, *, ti_key: Any) -> str:
+        from crossborder.reports import report_url
+
+        return report_url(ti_key.dag_id.removeprefix("cn_export_"), ti_key.run_id)
 
 
 def _call(step: str, *args: Any) -> Any:
@@ -155,6 +166,7 @@ def build_export_dag(policy_file: Path) -> DAG:
         day = wait_for_partition()
         extracted = extract(day)
         quality = validate(extracted)
+        quality.operator.operator_extra_links = [QualityReportLink()]
         staged = anonymize(extracted, quality)
         decision = classify(day, quality, staged)
         branch = route(decision)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import html
 import json
 import os
+import re
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, time, timedelta
@@ -27,6 +28,12 @@ from crossborder.extract import SHANGHAI
 from crossborder.policy import REPO_ROOT
 
 SAMPLE_SIZE = 5
+# Data Docs pages load CSS and JS from public CDNs; the reports are read without them.
+_EXTERNAL_ASSET = re.compile(
+    r'<link[^>]+href="https?://[^"]*"[^>]*>|<script[^>]+src="https?://[^"]*"[^>]*>\s*</script>'
+    r"|url\(['\"]?https?://[^)]*\)",
+    re.IGNORECASE,
+)
 CRITICAL, WARNING = "critical", "warning"
 
 
@@ -295,6 +302,7 @@ def _render(outcome: Any, report_dir: Path, name: str) -> str:
     from great_expectations.render.view import DefaultJinjaPageView
 
     page = DefaultJinjaPageView().render(ValidationResultsPageRenderer().render(outcome))
+    page = _EXTERNAL_ASSET.sub("", page)  # the page must not make browsers call out of China
     report_dir.mkdir(parents=True, exist_ok=True)
     (report_dir / f"{name}.html").write_text(page, encoding="utf-8")
     return f"{name}.html"

@@ -20,6 +20,7 @@ from crossborder.errors import CrossborderError, ExportRefused, QualityFailed
 from crossborder.extract import Extract, extract_partition, is_ready
 from crossborder.policy import load_policy
 from crossborder.quality import for_manifest, has_suite, validate_partition
+from crossborder.reports import report_dir
 from crossborder.settings import Settings
 
 
@@ -53,12 +54,6 @@ def extract(settings: Settings, dataset: str, day: str, run_id: str) -> dict[str
     return found.to_dict()
 
 
-def quality_report_dir(staging_root: Path, dataset: str, day: str, run_id: str) -> Path:
-    """Where a run's quality report (Data Docs) is written, on the China side."""
-    safe_run = "".join(c if c.isalnum() or c in "-_." else "_" for c in run_id)
-    return Path(staging_root) / "_quality_reports" / dataset / f"dt={day}" / safe_run
-
-
 def _personal_columns(dataset: str) -> list[str] | None:
     """Columns whose samples must be masked; None (mask all) if the policy cannot say."""
     try:
@@ -76,7 +71,7 @@ def validate(settings: Settings, extracted: dict[str, Any], run_id: str) -> dict
         summary = {"status": "no_suite", "suite": None}
         _record(settings, attempt_id, quality=summary)
         return summary
-    report = quality_report_dir(settings.staging_root, dataset, day, run_id)
+    report = report_dir(settings.staging_root, dataset, run_id)
     engine = ledger.connect(settings.ledger_url)
     with _failure_recorded(settings, attempt_id):
         found.check_unchanged()
@@ -90,7 +85,9 @@ def validate(settings: Settings, extracted: dict[str, Any], run_id: str) -> dict
                 history=ledger.trailing_quality(engine, dataset, day),
             )
         except QualityFailed as exc:
-            _record(settings, attempt_id, quality={**exc.result, "report": str(report)})
+            _record(
+                settings, attempt_id, quality={**exc.result, "report": str(report / "index.html")}
+            )
             raise
     summary = {**result.summary(), "report": str(report / "index.html")}
     _record(settings, attempt_id, quality=summary)
