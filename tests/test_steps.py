@@ -9,9 +9,10 @@ import subprocess
 import sys
 import textwrap
 import time
-from datetime import date
+from datetime import date, datetime
 from pathlib import Path
 from types import SimpleNamespace
+from zoneinfo import ZoneInfo
 
 import pytest
 from conftest import write_parquet
@@ -219,3 +220,26 @@ def test_run_killed_mid_upload_is_completed_by_the_next_run(env, tmp_path):
     )
     landed = env.lake / DATASET / f"dt={DAY}" / plain.name
     assert landed.read_bytes() == Path(plain).read_bytes()
+
+
+def test_late_partition_alerts_once_while_the_export_waits(env):
+    shanghai = ZoneInfo("Asia/Shanghai")
+    cfg = env.settings()
+
+    def poke(hour: int, minute: int) -> bool:
+        now = datetime(2026, 11, 24, hour, minute, tzinfo=shanghai)
+        return steps.partition_ready(cfg, DATASET, DAY, "run-1", "01:30", now=now)
+
+    def late_alerts() -> list[dict]:
+        events = ledger.list_events(ledger.connect(env.ledger_url), DATASET, DAY)
+        return [e["detail"] for e in events if e["detail"].get("kind") == "partition_late"]
+
+    assert poke(1, 0) is False
+    assert late_alerts() == []
+    assert poke(1, 45) is False
+    assert poke(2, 30) is False
+    [alert] = late_alerts()
+    assert alert["step"] == "wait_for_partition"
+    assert "by 01:30 Shanghai time; still waiting" in alert["cause"]
+    synthetic.generate_partition(env.source, DATASET, date.fromisoformat(DAY), rows=10)
+    assert poke(3, 0) is True

@@ -94,7 +94,8 @@ def build_export_dag(policy_file: Path) -> DAG:
         def wait_for_partition(**context: Any) -> PokeReturnValue:
             """Wait for the day's `_SUCCESS` marker in the Shanghai store."""
             day = _day(context)
-            return PokeReturnValue(_call("partition_ready", dataset, day), day)
+            ready = _call("partition_ready", dataset, day, context["run_id"], info["expected_by"])
+            return PokeReturnValue(ready, day)
 
         @task
         def extract(day: str, **context: Any) -> dict[str, Any]:

@@ -34,6 +34,7 @@ TRANSFORMS = (
     "scrub_text",
     "bucket",
 )
+# expected_by (when the partition should be complete) defaults to the export time.
 DEFAULT_SCHEDULE = {"export_time": "02:00", "wait_timeout": "6h", "poke_interval": "5m"}
 _EXPORT_TIME = re.compile(r"^([01][0-9]|2[0-3]):[0-5][0-9]$")
 _DURATION = re.compile(r"^[0-9]+[smhd]$")
@@ -55,6 +56,7 @@ POLICY_SCHEMA: dict[str, Any] = {
             "required": ["export_time"],
             "properties": {
                 "export_time": {"type": "string", "pattern": _EXPORT_TIME.pattern},
+                "expected_by": {"type": "string", "pattern": _EXPORT_TIME.pattern},
                 "wait_timeout": {"type": "string", "pattern": _DURATION.pattern},
                 "poke_interval": {"type": "string", "pattern": _DURATION.pattern},
             },
@@ -151,12 +153,15 @@ def read_schedule(path: Path) -> dict[str, Any]:
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
         schedule = {**DEFAULT_SCHEDULE, **(raw.get("schedule") or {})}
-        if not _EXPORT_TIME.match(schedule["export_time"]):
-            raise ValueError(f"export_time {schedule['export_time']!r} is not HH:MM")
+        schedule.setdefault("expected_by", schedule["export_time"])
+        for name in ("export_time", "expected_by"):
+            if not _EXPORT_TIME.match(schedule[name]):
+                raise ValueError(f"{name} {schedule[name]!r} is not HH:MM")
         parse_duration(schedule["wait_timeout"]), parse_duration(schedule["poke_interval"])
         status, description = raw.get("status", "draft"), raw.get("description", "")
     except (OSError, yaml.YAMLError, AttributeError, TypeError, ValueError, KeyError) as exc:
-        schedule, status = DEFAULT_SCHEDULE, "invalid"
+        schedule = {**DEFAULT_SCHEDULE, "expected_by": DEFAULT_SCHEDULE["export_time"]}
+        status = "invalid"
         description = f"The policy file cannot be read ({exc}); every run fails until it is fixed."
     return {"dataset": path.stem, "description": description, "status": status, **schedule}
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ from crossborder import alerts, ledger
 from crossborder.anonymize import anonymize_partition, staging_path
 from crossborder.classify import Decision, classify
 from crossborder.errors import CrossborderError, ExportRefused, QualityFailed
-from crossborder.extract import Extract, extract_partition, is_ready
+from crossborder.extract import SHANGHAI, Extract, extract_partition, is_ready
 from crossborder.policy import load_policy
 from crossborder.quality import for_manifest, has_suite, validate_partition
 from crossborder.reports import report_dir
@@ -42,8 +43,41 @@ def _failure_recorded(settings: Settings, attempt_id: int) -> Iterator[None]:
         raise
 
 
-def partition_ready(settings: Settings, dataset: str, day: str) -> bool:
-    return is_ready(settings.source_root, dataset, day)
+def partition_ready(
+    settings: Settings,
+    dataset: str,
+    day: str,
+    run_id: str,
+    expected_by: str,
+    now: datetime | None = None,
+) -> bool:
+    """Is the day's partition complete? Past ``expected_by`` (HH:MM Shanghai, the next
+    morning) a missing partition alerts on-call, once per run, while the export waits.
+    """
+    if is_ready(settings.source_root, dataset, day):
+        return True
+    next_morning = date.fromisoformat(day) + timedelta(days=1)
+    due = datetime.combine(next_morning, time.fromisoformat(expected_by), SHANGHAI)
+    if (now or datetime.now(SHANGHAI)) >= due:
+        folder = settings.source_root / dataset / f"dt={day}"
+        cause = f"no _SUCCESS marker in {folder} by {expected_by} Shanghai time; still waiting"
+        _alert_once(
+            settings,
+            alerts.Alert(dataset, day, "wait_for_partition", "partition_late", cause, run_id),
+        )
+    return False
+
+
+def _alert_once(settings: Settings, alert: alerts.Alert) -> None:
+    """Emit an alert unless this run already raised one of the same kind."""
+    engine = ledger.connect(settings.ledger_url)
+    attempt_id = ledger.begin_attempt(engine, alert.dataset, alert.day, alert.run_id)
+    raised = ledger.list_events(engine, alert.dataset, alert.day)
+    if not any(
+        e["attempt_id"] == attempt_id and e["kind"] == "alert" and e["detail"]["kind"] == alert.kind
+        for e in raised
+    ):
+        alerts.emit(alert, settings.ledger_url)
 
 
 def extract(settings: Settings, dataset: str, day: str, run_id: str) -> dict[str, Any]:
