@@ -17,7 +17,8 @@ import html
 import json
 import os
 import re
-from collections.abc import Callable, Iterable
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, time, timedelta
 from pathlib import Path
@@ -341,12 +342,21 @@ def write_report_index(report_dir: Path, dataset: str, day: str, result: SuiteRe
 # --- partition checks (whole partition, column-wise reads) --------------------------------
 
 
-def _read_columns(files: list[str], columns: list[str]) -> Any:
-    import pyarrow as pa
+def _file_columns(files: list[str], columns: list[str]) -> Iterator[Any]:
+    """One file's columns at a time, rows with a null key dropped: memory stays per file."""
+    import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
-    tables = (pq.read_table(f, columns=columns) for f in files)
-    return pa.concat_tables(tables, promote_options="permissive")
+    for file in files:
+        table = pq.read_table(file, columns=columns)
+        yield table.filter(pc.is_valid(table.column(columns[0])))
+
+
+def _hashes(values: Any) -> Any:
+    """64-bit hashes of a column: 8 bytes a row however long the values are."""
+    import pandas as pd
+
+    return pd.util.hash_array(values.to_numpy(zero_copy_only=False))
 
 
 def _partition_check(
@@ -368,30 +378,39 @@ def _partition_check(
 
 
 def count_distinct(files: list[str], column: str) -> int:
-    import pyarrow.compute as pc
-
-    return pc.count_distinct(_read_columns(files, [column]).column(column)).as_py()
+    seen: set[Any] = set()
+    for table in _file_columns(files, [column]):
+        seen.update(table.column(column).unique().to_pylist())
+    return len(seen)
 
 
 def unique_across_files(
     files: list[str], check: dict[str, Any], mask: Callable[[str | None, Any], Any]
 ) -> list[Failure]:
-    import pyarrow.compute as pc
+    """Values repeated anywhere in the partition: hashes first, exact values for suspects."""
+    import numpy as np
 
     column = check["column"]
-    counts = pc.value_counts(_read_columns(files, [column]).column(column).combine_chunks())
-    repeated = counts.filter(pc.greater(counts.field("counts"), 1))
-    if len(repeated) == 0:
+    hashes = np.sort(
+        np.concatenate([_hashes(t.column(column)) for t in _file_columns(files, [column])])
+    )
+    suspects = np.unique(hashes[1:][hashes[1:] == hashes[:-1]])
+    if suspects.size == 0:
         return []
-    sample = [mask(column, v) for v in repeated.field("values").to_pylist()[:SAMPLE_SIZE]]
-    extra = pc.sum(repeated.field("counts")).as_py()
+    counts: Counter[Any] = Counter()
+    for table in _file_columns(files, [column]):
+        values = table.column(column)
+        counts.update(values.filter(np.isin(_hashes(values), suspects)).to_pylist())
+    repeated = {value: n for value, n in counts.items() if n > 1}
+    if not repeated:
+        return []  # only hash collisions
     return [
         Failure(
             "partition_values_unique_across_files",
             check.get("severity", CRITICAL),
             column=column,
-            unexpected_count=extra,
-            sample=sample,
+            unexpected_count=sum(repeated.values()),
+            sample=[mask(column, v) for v in list(repeated)[:SAMPLE_SIZE]],
             detail=f"{len(repeated)} values occur more than once in the partition",
         )
     ]
@@ -400,20 +419,26 @@ def unique_across_files(
 def monotonic_per_group(
     files: list[str], check: dict[str, Any], mask: Callable[[str | None, Any], Any]
 ) -> list[Failure]:
+    """A value that must not decrease within a group (a vehicle's odometer) over time."""
     import numpy as np
-    import pandas as pd
 
     column, group, order = check["column"], check["group_by"], check["order_by"]
-    table = _read_columns(files, [group, order, column])
-    codes, names = pd.factorize(table.column(group).to_numpy())
-    times = table.column(order).cast("int64").to_numpy()
-    values = table.column(column).to_numpy()
-    ordered = np.lexsort((times, codes))
-    same_group = codes[ordered][1:] == codes[ordered][:-1]
-    drops = same_group & (np.diff(values[ordered]) < 0)
+    ids: dict[Any, int] = {}  # group value → small integer, shared by all files
+    codes, times, values = [], [], []
+    for table in _file_columns(files, [group, order, column]):
+        encoded = table.column(group).combine_chunks().dictionary_encode()
+        local = [ids.setdefault(v, len(ids)) for v in encoded.dictionary.to_pylist()]
+        codes.append(np.asarray(local, dtype=np.int64)[encoded.indices.to_numpy()])
+        times.append(table.column(order).cast("int64").to_numpy())
+        values.append(table.column(column).to_numpy())
+    code, when, value = (np.concatenate(parts) for parts in (codes, times, values))
+    ordered = np.lexsort((when, code))
+    code, value = code[ordered], value[ordered]
+    drops = (code[1:] == code[:-1]) & (np.diff(value) < 0)
     if not drops.any():
         return []
-    bad_groups = np.unique(codes[ordered][1:][drops])
+    names = list(ids)
+    bad_groups = np.unique(code[1:][drops])
     return [
         Failure(
             "partition_values_monotonic_per_group",
