@@ -243,3 +243,34 @@ def test_late_partition_alerts_once_while_the_export_waits(env):
     assert "by 01:30 Shanghai time; still waiting" in alert["cause"]
     synthetic.generate_partition(env.source, DATASET, date.fromisoformat(DAY), rows=10)
     assert poke(3, 0) is True
+
+
+def test_quality_warnings_travel_in_the_manifest_and_the_export_goes_on(env):
+    import json
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    summary = synthetic.generate_partition(env.source, DATASET, date.fromisoformat(DAY), rows=500)
+    path = summary.path / "part-00000.parquet"
+    table = pq.read_table(path)
+    values = table.column("measurement_mm").to_pylist()
+    values[3] = -5.0  # out of range: a warning in the suite
+    index = table.schema.get_field_index("measurement_mm")
+    pq.write_table(table.set_column(index, "measurement_mm", pa.array(values)), path)
+
+    _run_cleared_path(env, "run-1")
+
+    body = landing.get_bytes(env.s3_client(), US_BUCKET, landing.manifest_key(DATASET, DAY))
+    quality = json.loads(body)["quality"]
+    assert quality["status"] == "passed"
+    [warning] = quality["warnings"]
+    assert (warning["column"], warning["severity"], warning["unexpected_count"]) == (
+        "measurement_mm",
+        "warning",
+        1,
+    )
+    assert "sample" not in warning  # sample values stay in China
+    row = ledger.latest_attempt(ledger.connect(env.ledger_url), DATASET, DAY)
+    assert row["state"] == "exported"
+    assert row["quality"]["warnings"][0]["sample"] == [-5.0]
