@@ -152,6 +152,7 @@ def validate_partition(
         outcome = validation.run(
             batch_parameters={"dataframe": frame}, expectation_parameters=parameters
         )
+        _mask_samples(outcome, mask)  # before anything (report, ledger) sees the samples
         report = _render(outcome, report_dir, Path(file).stem) if report_dir else None
         results.append(
             FileResult(file, len(frame), outcome.statistics["evaluated_expectations"], report)
@@ -237,6 +238,20 @@ def _validation_definition(suite_json: dict[str, Any]) -> Any:
     )
 
 
+def _mask_samples(outcome: Any, mask: Callable[[str | None, Any], Any]) -> None:
+    """Mask the unexpected values GX keeps, in place, so no report shows personal data."""
+    for item in outcome.results:
+        kwargs = item.expectation_config.kwargs
+        column = kwargs.get("column") or kwargs.get("column_A")
+        detail = item.result or {}
+        if "partial_unexpected_list" in detail:
+            detail["partial_unexpected_list"] = [
+                mask(column, v) for v in detail["partial_unexpected_list"]
+            ]
+        for entry in detail.get("partial_unexpected_counts") or []:
+            entry["value"] = mask(column, entry.get("value"))
+
+
 def _failures(outcome: Any, file: str, mask: Callable[[str | None, Any], Any]) -> list[Failure]:
     found = []
     for item in outcome.results:
@@ -252,9 +267,7 @@ def _failures(outcome: Any, file: str, mask: Callable[[str | None, Any], Any]) -
                 column=column,
                 file=file,
                 unexpected_count=detail.get("unexpected_count"),
-                sample=[mask(column, v) for v in detail.get("partial_unexpected_list") or []][
-                    :SAMPLE_SIZE
-                ],
+                sample=list(detail.get("partial_unexpected_list") or [])[:SAMPLE_SIZE],
                 detail=_detail(config.type, config.kwargs, detail, item.exception_info),
             )
         )
