@@ -19,7 +19,7 @@ import pytest
 from crossborder import landing, ledger, steps, synthetic
 from crossborder.errors import PartitionInvalid, QualityFailed
 from crossborder.localenv import US_BUCKET, LocalEnv
-from crossborder.quality import schema_drift, validate_partition, volume_failures
+from crossborder.quality import schema_drift, suite_path, validate_partition, volume_failures
 
 DAY = date(2026, 11, 23)
 TELEMETRY = "vehicle_telemetry"
@@ -285,3 +285,50 @@ def test_reports_never_show_personal_values(env):
     assert len(pages) == 4  # the index and one Data Docs page per file
     assert not any(bad_vin in page for page in pages)
     assert any("l" + "*" * (len(bad_vin) - 2) + "4" in page for page in pages)
+
+
+@pytest.mark.parametrize("dataset", synthetic.DATASETS)
+def test_every_suite_loads_strictly(dataset):
+    from crossborder.quality import _validation_definition, load_suite
+
+    suite = load_suite(dataset)
+    assert _validation_definition(suite).suite.expectations  # raises if GX dropped any
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda s: s["expectations"][3].update(severity="CRITICAL"), "unknown severities"),
+        (
+            lambda s: s["meta"]["partition_checks"][0].update(severity="blocker"),
+            "unknown severities",
+        ),
+        (
+            lambda s: s["expectations"][3].update(type="expect_column_values_to_be_grand"),
+            "understood",
+        ),
+    ],
+)
+def test_a_suite_typo_fails_closed(tmp_path, edit, message):
+    suite = json.loads(suite_path(TELEMETRY).read_text())
+    edit(suite)
+    (tmp_path / f"{TELEMETRY}.raw.json").write_text(json.dumps(suite))
+    summary = synthetic.generate_partition(tmp_path / "src", TELEMETRY, DAY, rows=100)
+    with pytest.raises(QualityFailed, match=message):
+        validate_partition(TELEMETRY, str(DAY), _files(summary.path), directory=tmp_path)
+
+
+def test_null_in_a_non_key_column_is_critical(env):
+    folder = _telemetry(env)
+    _rewrite(folder / "part-00002.parquet", _patch("lat_gcj02", {9: None}))
+    with pytest.raises(QualityFailed, match="expect_column_values_to_not_be_null on lat_gcj02"):
+        _validate(env)
+
+
+def test_renamed_subject_column_is_quarantined_with_its_report(env):
+    folder = _telemetry(env)
+    rename = lambda t: t.rename_columns(["car" if c == "vin" else c for c in t.column_names])  # noqa: E731
+    _rewrite(folder / "part-00001.parquet", rename)
+    with pytest.raises(QualityFailed, match="renamed vin → car"):
+        _validate(env)
+    assert Path(_ledger_row(env)["quality"]["report"]).is_file()

@@ -62,7 +62,9 @@ def _day(context: dict[str, Any]) -> str:
 def build_export_dag(policy_file: Path) -> DAG:
     info = read_schedule(policy_file)
     dataset = info["dataset"]
-    hour, minute = info["export_time"].split(":")
+    # The run starts when the partition is expected, so a late one alerts before the
+    # export is due (export_time); a partition already there is exported at once.
+    hour, minute = info["expected_by"].split(":")
 
     @dag(
         dag_id=f"cn_export_{dataset}",
@@ -187,7 +189,9 @@ def _doc(dataset: str, info: dict[str, Any]) -> str:
 
 Policy status: **{info["status"]}** (a draft policy fails closed: the partition is blocked).
 
-Runs daily at {info["export_time"]} Shanghai time and exports the **previous Shanghai day**
+Runs daily at {info["expected_by"]} Shanghai time, when the partition should be complete
+(on-call is alerted at once if it is not), and exports the **previous Shanghai day**,
+due by {info["export_time"]}
 (or `partition_date` when triggered with that parameter). Steps: wait for `_SUCCESS` →
 extract → quality suite → anonymize → classify → `cleared`: encrypt + upload each file,
 then publish the signed manifest; `blocked`: record and alert.

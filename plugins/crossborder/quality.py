@@ -32,7 +32,8 @@ SAMPLE_SIZE = 5
 # Data Docs pages load CSS and JS from public CDNs; the reports are read without them.
 _EXTERNAL_ASSET = re.compile(
     r'<link[^>]+href="https?://[^"]*"[^>]*>|<script[^>]+src="https?://[^"]*"[^>]*>\s*</script>'
-    r"|url\(['\"]?https?://[^)]*\)",
+    r"|url\(['\"]?https?://[^)]*\)"
+    r'|<img[^>]+src="https?://[^"]*"[^>]*>|href="https?://[^"]*"',
     re.IGNORECASE,
 )
 CRITICAL, WARNING = "critical", "warning"
@@ -76,11 +77,11 @@ class SuiteResult:
 
     @property
     def critical(self) -> list[Failure]:
-        return [f for f in self.failures if f.severity == CRITICAL]
+        return [f for f in self.failures if f.severity != WARNING]  # unknown blocks
 
     @property
     def warnings(self) -> list[Failure]:
-        return [f for f in self.failures if f.severity != CRITICAL]
+        return [f for f in self.failures if f.severity == WARNING]
 
     @property
     def success(self) -> bool:
@@ -112,7 +113,21 @@ def has_suite(dataset: str, stage: str = "raw", directory: Path | None = None) -
 
 
 def load_suite(dataset: str, stage: str = "raw", directory: Path | None = None) -> dict[str, Any]:
-    return json.loads(suite_path(dataset, stage, directory).read_text(encoding="utf-8"))
+    """Read a suite, refusing severities other than critical/warning (fail closed)."""
+    path = suite_path(dataset, stage, directory)
+    suite = json.loads(path.read_text(encoding="utf-8"))
+    meta = suite.get("meta", {})
+    declared = [e.get("severity", CRITICAL) for e in suite["expectations"]]
+    declared += [c.get("severity", CRITICAL) for c in meta.get("partition_checks", [])]
+    declared.append(meta.get("volume", {}).get("severity", WARNING))
+    wrong = sorted({str(s) for s in declared} - {CRITICAL, WARNING})
+    if wrong:
+        raise QualityFailed(
+            f"suite declares unknown severities {wrong}: only critical or warning",
+            dataset=dataset,
+            file=str(path),
+        )
+    return suite
 
 
 def day_window(day: str) -> dict[str, Any]:
@@ -163,9 +178,7 @@ def validate_partition(
     for check in meta.get("partition_checks", []):
         failures += _partition_check(files, check, mask)
     volume = meta.get("volume", {})
-    subjects = (
-        count_distinct(files, volume["subject_column"]) if "subject_column" in volume else None
-    )
+    subjects = _subjects(files, volume.get("subject_column"))
     rows = sum(r.rows for r in results)
     failures += volume_failures(rows, subjects, history or [], volume)
     result = SuiteResult(
@@ -228,6 +241,12 @@ def _validation_definition(suite_json: dict[str, Any]) -> Any:
         ),
     )
     suite = context.suites.add(gx.ExpectationSuite(**suite_json))
+    if len(suite.expectations) != len(suite_json["expectations"]):
+        # GX drops an expectation it cannot parse with only a log line: refuse instead.
+        raise QualityFailed(
+            f"suite {suite_json['name']}: {len(suite_json['expectations'])} expectations "
+            f"declared, only {len(suite.expectations)} understood by Great Expectations"
+        )
     batch = (
         context.data_sources.add_pandas("partition")
         .add_dataframe_asset("file")
@@ -282,10 +301,20 @@ def _detail(kind: str, kwargs: dict, result: dict, exception: dict | None) -> st
         return f"expected {kwargs['type_']}, found {result.get('observed_value')}"
     if kind == "expect_table_row_count_to_be_between":
         return f"{result.get('observed_value')} rows"
-    if exception and exception.get("raised_exception"):
-        message = str(exception.get("exception_message") or "").splitlines()
-        return f"could not be evaluated: {message[0] if message else 'error'}"
+    for info in _exception_infos(exception):
+        if info.get("raised_exception"):
+            message = str(info.get("exception_message") or "").splitlines()
+            return f"could not be evaluated: {message[0] if message else 'error'}"
     return ""
+
+
+def _exception_infos(exception: dict | None) -> list[dict]:
+    """GX gives one exception_info, or one per metric keyed by metric id."""
+    if not exception:
+        return []
+    if "raised_exception" in exception:
+        return [exception]
+    return [v for v in exception.values() if isinstance(v, dict)]
 
 
 def schema_drift(expected: list[str], observed: list[str]) -> str:
@@ -388,6 +417,19 @@ def _partition_check(
                 name, check.get("severity", CRITICAL), column=check.get("column"), detail=detail
             )
         ]
+
+
+def _subjects(files: list[str], column: str | None) -> int | None:
+    """Distinct subjects for the volume check; unknown if the column is gone (a schema
+    failure already blocks such a partition)."""
+    import pyarrow as pa
+
+    if not column:
+        return None
+    try:
+        return count_distinct(files, column)
+    except (pa.ArrowException, KeyError):
+        return None
 
 
 def count_distinct(files: list[str], column: str) -> int:

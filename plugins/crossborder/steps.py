@@ -127,9 +127,8 @@ def validate(settings: Settings, extracted: dict[str, Any], run_id: str) -> dict
     _record(settings, attempt_id, quality=summary)
     if result.warnings:
         cause = "; ".join(f"{f.where}: {f.describe()}" for f in result.warnings)
-        alerts.emit(
-            alerts.Alert(dataset, day, "validate", "quality_warning", cause, run_id),
-            settings.ledger_url,
+        _alert_once(
+            settings, alerts.Alert(dataset, day, "validate", "quality_warning", cause, run_id)
         )
     return summary
 
