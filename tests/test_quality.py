@@ -213,6 +213,10 @@ def test_a_60_percent_drop_in_volume_warns(env):
         "rows 1,200 is -60% against the median 3,000 of the last 7 partitions"
         in volume[0]["detail"]
     )
+    assert _ledger_row(env)["quality"]["warnings"] == summary["warnings"]
+    events = ledger.list_events(ledger.connect(env.ledger_url), TELEMETRY, str(DAY))
+    [alert] = [e["detail"] for e in events if e["detail"].get("kind") == "quality_warning"]
+    assert "partition_volume_within_trailing_range on rows" in alert["cause"]
 
 
 def test_empty_partition_is_refused_before_validation(env):
