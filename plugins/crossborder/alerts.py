@@ -13,6 +13,7 @@ from typing import Any
 
 from crossborder import ledger
 from crossborder.errors import CrossborderError
+from crossborder.extract import partition_path
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +73,7 @@ def on_task_failure(context: dict[str, Any]) -> None:
     try:
         settings = airflow_glue.settings()
         ledger_url = settings.ledger_url
-        wait = f"no _SUCCESS marker in {settings.source_root / dataset / f'dt={day}'}"
+        wait = f"no _SUCCESS marker in {partition_path(settings.source_root, dataset, day)}"
     except Exception as exc:  # a broken configuration must not swallow the alert
         ledger_url, wait = None, f"no _SUCCESS marker (configuration unreadable: {exc})"
     kind, cause = describe(context.get("exception"), wait)

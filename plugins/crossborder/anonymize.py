@@ -14,7 +14,7 @@ from typing import Any
 
 from crossborder.digest import sha256_file
 from crossborder.errors import PartitionInvalid, PolicyInvalid
-from crossborder.extract import Extract
+from crossborder.extract import Extract, partition_path
 from crossborder.policy import Policy
 
 
@@ -44,7 +44,7 @@ class Staged:
 
 
 def staging_path(staging_root: Path, dataset: str, day: str) -> Path:
-    return Path(staging_root) / dataset / f"dt={day}"
+    return partition_path(staging_root, dataset, day)  # same layout as the source
 
 
 def _keep(column: Any) -> Any:

@@ -18,7 +18,7 @@ from crossborder import alerts, ledger
 from crossborder.anonymize import anonymize_partition, staging_path
 from crossborder.classify import Decision, classify
 from crossborder.errors import CrossborderError, ExportRefused, QualityFailed
-from crossborder.extract import SHANGHAI, Extract, extract_partition, is_ready
+from crossborder.extract import SHANGHAI, Extract, extract_partition, is_ready, partition_path
 from crossborder.policy import load_policy
 from crossborder.quality import for_manifest, has_suite, validate_partition
 from crossborder.reports import report_dir
@@ -59,7 +59,7 @@ def partition_ready(
     next_morning = date.fromisoformat(day) + timedelta(days=1)
     due = datetime.combine(next_morning, time.fromisoformat(expected_by), SHANGHAI)
     if (now or datetime.now(SHANGHAI)) >= due:
-        folder = settings.source_root / dataset / f"dt={day}"
+        folder = partition_path(settings.source_root, dataset, day)
         cause = f"no _SUCCESS marker in {folder} by {expected_by} Shanghai time; still waiting"
         _alert_once(
             settings,
