@@ -76,6 +76,7 @@ def test_staging_keeps_only_allowed_columns_and_every_row(partition, tmp_path):
 
 
 PASSED = {"status": "passed"}
+VERIFIED = {"status": "passed", "k_anonymity": None}
 
 
 def _staged(policy, **changes):
@@ -90,13 +91,15 @@ def _staged(policy, **changes):
 def test_routes_fail_closed():
     active = load_policy("production_quality")
     staged = _staged(active)
-    assert classify(active, PASSED, staged).route == "cleared"
-    assert classify(active, PASSED, staged).policy_version == active.version
+    assert classify(active, PASSED, staged, VERIFIED).route == "cleared"
+    assert classify(active, PASSED, staged, VERIFIED).policy_version == active.version
     cases = {
-        "quality failed": (active, {"status": "failed"}, staged),
-        "no suite": (active, {"status": "no_suite"}, staged),
-        "not staged": (active, PASSED, {"status": "skipped"}),
-        "draft policy": (load_policy("owner_profiles"), PASSED, staged),
+        "quality failed": (active, {"status": "failed"}, staged, VERIFIED),
+        "no suite": (active, {"status": "no_suite"}, staged, VERIFIED),
+        "not staged": (active, PASSED, {"status": "skipped"}, VERIFIED),
+        "not verified": (active, PASSED, staged, {"status": "skipped"}),
+        "verification failed": (active, PASSED, staged, {"status": "failed"}),
+        "draft policy": (load_policy("owner_profiles"), PASSED, staged, VERIFIED),
     }
     reasons = {}
     for case, args in cases.items():
@@ -106,6 +109,7 @@ def test_routes_fail_closed():
     assert reasons["draft policy"].rule == "policy.status"
     assert "no complete policy yet" in reasons["draft policy"].text
     assert "no quality suite" in reasons["no suite"].text
+    assert reasons["verification failed"].rule == "anonymize.verify"
 
 
 def test_policy_changed_after_staging_is_blocked(tmp_path):
@@ -121,7 +125,7 @@ def test_policy_changed_after_staging_is_blocked(tmp_path):
         )
     )
     now = load_policy("production_quality", tmp_path)
-    decision = classify(now, PASSED, _staged(staged_under))
+    decision = classify(now, PASSED, _staged(staged_under), VERIFIED)
     assert decision.route == "blocked"
     assert decision.reasons[0].rule == "policy.version"
     assert "re-run from anonymize" in decision.reasons[0].text

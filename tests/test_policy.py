@@ -51,8 +51,23 @@ def test_shipped_policy_loads(dataset):
     assert policy.version.startswith("sha256:")
 
 
-def test_only_production_quality_is_active_until_anonymization_exists():
-    assert [d for d in SHIPPED if load_policy(d).is_active] == ["production_quality"]
+def test_every_dataset_but_owner_identity_is_active():
+    active = [d for d in SHIPPED if load_policy(d).is_active]
+    assert "owner_profiles" not in active and len(active) == len(SHIPPED) - 1
+
+
+def test_location_and_anonymity_settings_are_read(tmp_path):
+    policy = load_policy("vehicle_telemetry")
+    lat, lon = policy.location_pair()
+    assert (lat.name, lon.name) == ("lat_gcj02", "lon_gcj02")
+    assert policy.sensitive_areas.name == "sensitive_areas.geojson"
+    assert policy.sensitive_areas.is_file()
+    assert policy.anonymity.subject == "vin" and policy.anonymity.k == 5
+    assert policy.transforms()["vin"] == {
+        "class": "personal",
+        "transform": "pseudonymize",
+        "options": {"namespace": "vin"},
+    }
 
 
 def test_missing_columns_are_never_exported(tmp_path):
@@ -82,14 +97,57 @@ def test_version_changes_with_the_file(tmp_path):
                 "secret: {class: personal, transform: drop}",
                 "secret: {class: personal, transform: keep}",
             ),
-            "class 'personal' data cannot be exported unchanged",
+            "class 'personal' may not be exported with 'keep'",
         ),
         (
             (
-                "id: {class: none, transform: keep}",
-                "id: {class: personal, transform: pseudonymize}",
+                "secret: {class: personal, transform: drop}",
+                "secret: {class: sensitive_personal, transform: pseudonymize}",
             ),
-            "transform 'pseudonymize' is not available yet",
+            "class 'sensitive_personal' may not be exported with 'pseudonymize'",
+        ),
+        (
+            (
+                "secret: {class: personal, transform: drop}",
+                "secret: {class: personal, transform: pseudonymize}",
+            ),
+            "personal data is exported without an anonymity section",
+        ),
+        (
+            (
+                "secret: {class: personal, transform: drop}",
+                "secret: {class: none, transform: generalize_time}",
+            ),
+            "columns/secret: 'options' is a required property",
+        ),
+        (
+            (
+                "secret: {class: personal, transform: drop}",
+                "secret: {class: none, transform: generalize_time, options: {unit: 2h}}",
+            ),
+            "columns/secret/options/unit",
+        ),
+        (
+            (
+                "secret: {class: personal, transform: drop}",
+                "secret: {class: none, transform: bucket, options: {width: 0}}",
+            ),
+            "columns/secret/options/width",
+        ),
+        (
+            (
+                "secret: {class: personal, transform: drop}",
+                "secret: {class: none, transform: pseudonymize, options: {salt: x}}",
+            ),
+            "columns/secret/options",
+        ),
+        (
+            (
+                "secret: {class: personal, transform: drop}",
+                "lat: {class: sensitive_personal, transform: generalize_location, "
+                "options: {grid_deg: 0.01, axis: lat}}",
+            ),
+            "generalize_location needs exactly one lat and one lon column",
         ),
     ],
 )
@@ -111,3 +169,44 @@ def test_unparsable_yaml_names_the_file(tmp_path):
 def test_missing_policy_is_an_error(tmp_path):
     with pytest.raises(PolicyInvalid, match="no policy file"):
         load_policy("nothing_here", tmp_path)
+
+
+ANONYMIZED = VALID.replace(
+    "secret: {class: personal, transform: drop}",
+    """vin: {class: personal, transform: pseudonymize}
+  when: {class: personal, transform: generalize_time, options: {unit: 1h}}
+anonymity: {quasi_identifiers: [when], subject: vin}""",
+)
+
+
+def test_anonymity_defaults_to_k_5_and_suppression(tmp_path):
+    _write(tmp_path, "sample", ANONYMIZED)
+    rules = load_policy("sample", tmp_path).anonymity
+    assert (rules.k, rules.on_small_groups, rules.quasi_identifiers) == (5, "suppress", ("when",))
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (("quasi_identifiers: [when]", "quasi_identifiers: [gone]"), "quasi-identifier gone"),
+        (("subject: vin", "subject: when"), "subject when must be an exported pseudonymized"),
+        (("subject: vin}", "subject: vin, k: 1}"), "anonymity/k"),
+        (("subject: vin}", "subject: vin, on_small_groups: ignore}"), "on_small_groups"),
+    ],
+)
+def test_bad_anonymity_section_is_rejected(tmp_path, change, message):
+    _write(tmp_path, "sample", ANONYMIZED.replace(*change))
+    with pytest.raises(PolicyInvalid, match=message):
+        load_policy("sample", tmp_path)
+
+
+def test_missing_sensitive_areas_file_is_rejected(tmp_path):
+    text = VALID.replace(
+        "secret: {class: personal, transform: drop}",
+        """lat: {class: none, transform: generalize_location, options: {grid_deg: 0.1, axis: lat}}
+  lon: {class: none, transform: generalize_location, options: {grid_deg: 0.1, axis: lon}}
+sensitive_areas: {file: nowhere.geojson}""",
+    )
+    _write(tmp_path, "sample", text)
+    with pytest.raises(PolicyInvalid, match="nowhere.geojson does not exist"):
+        load_policy("sample", tmp_path)

@@ -14,8 +14,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
+from crossborder import geo, synthetic
 from crossborder import identifiers as ids
-from crossborder import synthetic
 from crossborder.synthetic import DATASETS, generate_day, generate_partition, schema
 
 DAY = date(2026, 11, 23)
@@ -215,8 +215,8 @@ def test_trajectories_are_smooth_per_trip(telemetry):
 
 
 def test_some_telemetry_points_fall_inside_the_sensitive_areas(telemetry):
-    areas = synthetic.load_sensitive_areas(synthetic.DEFAULT_SENSITIVE_AREAS)
-    inside = synthetic.in_sensitive_areas(
+    areas = geo.load_sensitive_areas(geo.DEFAULT_SENSITIVE_AREAS)
+    inside = geo.in_sensitive_areas(
         telemetry["lat_gcj02"].to_numpy(), telemetry["lon_gcj02"].to_numpy(), areas
     )
     assert 0 < inside.sum() < 0.2 * telemetry.num_rows
@@ -225,14 +225,14 @@ def test_some_telemetry_points_fall_inside_the_sensitive_areas(telemetry):
 
 
 def test_sensitive_areas_file_holds_small_demo_polygons():
-    document = json.loads(synthetic.DEFAULT_SENSITIVE_AREAS.read_text(encoding="utf-8"))
+    document = json.loads(geo.DEFAULT_SENSITIVE_AREAS.read_text(encoding="utf-8"))
     assert document["type"] == "FeatureCollection" and 3 <= len(document["features"]) <= 4
-    for area in synthetic.load_sensitive_areas(synthetic.DEFAULT_SENSITIVE_AREAS):
+    for area in geo.load_sensitive_areas(geo.DEFAULT_SENSITIVE_AREAS):
         assert area.name.startswith("demo restricted area") and area.category.startswith("demo_")
         ring = area.polygons[0][0]
         assert np.ptp(ring[:, 0]) < 0.05 and np.ptp(ring[:, 1]) < 0.05  # a few km at most
         lat, lon = area.anchor
-        assert synthetic.in_sensitive_areas(np.array([lat]), np.array([lon]), [area])[0]
+        assert geo.in_sensitive_areas(np.array([lat]), np.array([lon]), [area])[0]
 
 
 def test_point_in_polygon_honours_holes_and_multipolygons(tmp_path):
@@ -253,10 +253,10 @@ def test_point_in_polygon_honours_holes_and_multipolygons(tmp_path):
     ]
     path = tmp_path / "areas.geojson"
     path.write_text(json.dumps({"type": "FeatureCollection", "features": features}))
-    areas = synthetic.load_sensitive_areas(path)
+    areas = geo.load_sensitive_areas(path)
     lat = np.array([31.02, 31.05, 31.2, 31.52])
     lon = np.array([121.02, 121.05, 121.2, 121.58])
-    assert synthetic.in_sensitive_areas(lat, lon, areas).tolist() == [True, False, False, True]
+    assert geo.in_sensitive_areas(lat, lon, areas).tolist() == [True, False, False, True]
 
 
 # --- other datasets ------------------------------------------------------------------------

@@ -2,7 +2,7 @@
 
 Names are contracts (DESIGN.md): connections ``cn_source``, ``us_landing``,
 ``export_ledger``; variables ``staging_root``, ``us_landing_bucket``,
-``us_recipient_public_key``, ``manifest_signing_key`` (CN side) and
+``us_recipient_public_key``, ``manifest_signing_key``, ``pseudonymization_key`` (CN side) and
 ``us_recipient_private_key``, ``cn_manifest_public_key``, ``us_lake_root`` (U.S. side).
 Called inside tasks only, never at DAG parse time.
 """
@@ -79,6 +79,7 @@ def settings() -> Settings:
         s3_client=s3_client_factory(),
         recipient_public_pem=_pem("us_recipient_public_key"),
         signing_private_pem=_pem("manifest_signing_key"),
+        pseudonymization_key=_pem("pseudonymization_key"),
     )
 
 

@@ -1,21 +1,32 @@
 """Apply a dataset's policy to each source file and stage the result in China.
 
-Only the columns the policy allows are written (allow-list); each column goes through
-its transform. Files are processed row group by row group, so memory stays flat however
-large the partition is. Staged files are the exact plaintext that will be encrypted.
+Only the columns the policy allows are written (allow-list); each goes through its
+transform. Files are processed row group by row group, so memory stays flat however
+large the partition is. Rows with a position inside a sensitive area are dropped; rows
+in k-anonymity groups smaller than k are suppressed in a second pass when the policy
+says so. Staged files are the exact plaintext that will be encrypted, and the returned
+evidence says what was done to them. Proving that it held is ``verify``'s job.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
+from collections import Counter
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from crossborder.digest import sha256_file
-from crossborder.errors import PartitionInvalid, PolicyInvalid
+from crossborder.errors import KeyUnavailable, PartitionInvalid
 from crossborder.extract import Extract, partition_path
-from crossborder.policy import Policy
+from crossborder.policy import TIME_UNITS, Anonymity, ColumnRule, Policy
+
+PSEUDONYM_BYTES = 16  # 128 bits of HMAC-SHA256: no collisions among any realistic fleet
+PSEUDONYM_LENGTH = 26  # base32 of 16 bytes, padding removed
+_ROW = "__row"
 
 
 @dataclass(frozen=True)
@@ -34,6 +45,7 @@ class Staged:
     policy_version: str
     columns: tuple[str, ...]
     files: tuple[StagedFile, ...]
+    anonymization: dict[str, Any] = field(default_factory=dict)
 
     @property
     def rows(self) -> int:
@@ -47,17 +59,119 @@ def staging_path(staging_root: Path, dataset: str, day: str) -> Path:
     return partition_path(staging_root, dataset, day)  # same layout as the source
 
 
-def _keep(column: Any) -> Any:
+# --- pseudonyms ---------------------------------------------------------------------
+
+
+def pseudonym(key: bytes, namespace: str, value: str) -> str:
+    """Keyed, stable pseudonym: the same value gives the same pseudonym in every dataset
+    and day under one key; without the key (which stays in China) it cannot be reversed.
+    """
+    digest = hmac.new(key, f"{namespace}\x00{value}".encode(), hashlib.sha256).digest()
+    return base64.b32encode(digest[:PSEUDONYM_BYTES]).decode("ascii").rstrip("=").lower()
+
+
+def pseudonym_key_id(key: bytes) -> str:
+    """Names the key in the evidence (so a key rotation is visible) without revealing it."""
+    return "hmac-sha256:" + hmac.new(key, b"key id", hashlib.sha256).hexdigest()[:16]
+
+
+# --- transforms: one column in, one column out -----------------------------------------
+
+
+@dataclass
+class _Run:
+    """State of one partition's anonymization, shared by its files."""
+
+    policy: Policy
+    key: bytes | None
+    areas: list[Any]
+    pseudonyms: dict[tuple[str, str], str] = field(default_factory=dict)
+    scrubbed: Counter[str] = field(default_factory=Counter)
+    rows_in_sensitive_areas: int = 0
+    groups: list[Any] = field(default_factory=list)  # distinct quasi-identifier rows seen
+
+
+def _keep(rule: ColumnRule, column: Any, run: _Run) -> Any:
     return column
 
 
-# Transforms the pipeline can run ("drop" is simply not written); the policy module
-# refuses an active policy naming any other.
-TRANSFORMS: dict[str, Callable[[Any], Any]] = {"keep": _keep}
+def _pseudonymize(rule: ColumnRule, column: Any, run: _Run) -> Any:
+    """HMAC each distinct value once, then map rows back through the dictionary."""
+    import pyarrow as pa
+
+    if run.key is None:
+        raise KeyUnavailable("pseudonymization_key is not configured", dataset=run.policy.dataset)
+    namespace = rule.options.get("namespace", rule.name)
+    encoded = column.combine_chunks().dictionary_encode()
+    values = encoded.dictionary.to_pylist()
+    memo = run.pseudonyms
+    for value in values:
+        if (namespace, value) not in memo:
+            memo[namespace, value] = pseudonym(run.key, namespace, value)
+    mapped = pa.array([memo[namespace, v] for v in values], type=pa.string())
+    return mapped.take(encoded.indices)
 
 
-def anonymize_partition(policy: Policy, extract: Extract, staging_root: Path) -> Staged:
+def _generalize_time(rule: ColumnRule, column: Any, run: _Run) -> Any:
+    import pyarrow.compute as pc
+
+    unit, multiple = TIME_UNITS[rule.options["unit"]]
+    return pc.floor_temporal(column, multiple=multiple, unit=unit)  # in the column's time zone
+
+
+def _grid(values: Any, grid_deg: float) -> Any:
+    """Floor to the grid, rounded to the grid's decimals so values print exactly (31.23)."""
+    from decimal import Decimal
+
+    import numpy as np
+
+    decimals = max(0, -int(Decimal(str(grid_deg)).as_tuple().exponent))
+    return np.round(np.floor(np.asarray(values) / grid_deg + 1e-9) * grid_deg, decimals)
+
+
+def _generalize_location(rule: ColumnRule, column: Any, run: _Run) -> Any:
+    import pyarrow as pa
+
+    return pa.array(_grid(column.to_numpy(), rule.options["grid_deg"]), type=column.type)
+
+
+def _bucket(rule: ColumnRule, column: Any, run: _Run) -> Any:
+    """The lower bound of the value's range: 123,456 km in 10,000-km buckets is 120,000."""
+    import numpy as np
+    import pyarrow as pa
+
+    width = rule.options["width"]
+    return pa.array(np.floor(column.to_numpy() / width) * width, type=column.type)
+
+
+def _scrub_text(rule: ColumnRule, column: Any, run: _Run) -> Any:
+    from crossborder.scrub import scrub_array
+
+    scrubbed, counts = scrub_array(column)
+    run.scrubbed.update(counts)
+    return scrubbed
+
+
+# The transforms the pipeline runs ("drop" is simply not written).
+TRANSFORMS: dict[str, Callable[[ColumnRule, Any, _Run], Any]] = {
+    "keep": _keep,
+    "pseudonymize": _pseudonymize,
+    "generalize_time": _generalize_time,
+    "generalize_location": _generalize_location,
+    "bucket": _bucket,
+    "scrub_text": _scrub_text,
+}
+
+
+# --- the partition ----------------------------------------------------------------------
+
+
+def anonymize_partition(
+    policy: Policy, extract: Extract, staging_root: Path, pseudonym_key: bytes | None = None
+) -> Staged:
     """Write the policy's view of every source file to the CN staging folder."""
+    from crossborder.geo import load_sensitive_areas
+
     out_dir = staging_path(staging_root, extract.dataset, extract.day)
     out_dir.mkdir(parents=True, exist_ok=True)
     wanted = {f.name for f in extract.files}
@@ -65,60 +179,201 @@ def anonymize_partition(policy: Policy, extract: Extract, staging_root: Path) ->
         if stale.name not in wanted:
             stale.unlink()
     extract.check_unchanged()
-    staged = tuple(
-        _stage_file(policy, extract, Path(f.path), out_dir / f.name) for f in extract.files
-    )
+    areas = load_sensitive_areas(policy.sensitive_areas) if policy.sensitive_areas else []
+    run = _Run(policy, pseudonym_key, areas)
+    paths = [out_dir / f.name for f in extract.files]
+    for source, target in zip(extract.files, paths, strict=True):
+        _stage_file(run, extract, Path(source.path), target)
+    k_evidence = _enforce_k(run, paths) if policy.anonymity else None
+    files = tuple(_describe(path) for path in paths)
     return Staged(
         dataset=extract.dataset,
         day=extract.day,
         policy_version=policy.version,
         columns=tuple(policy.exported_columns),
-        files=staged,
+        files=files,
+        anonymization=_evidence(run, k_evidence),
     )
 
 
-def _stage_file(policy: Policy, extract: Extract, src: Path, dst: Path) -> StagedFile:
+def _describe(path: Path) -> StagedFile:
     import pyarrow.parquet as pq
 
+    sha256, size = sha256_file(path)
+    return StagedFile(path.name, str(path), pq.ParquetFile(path).metadata.num_rows, size, sha256)
+
+
+def _evidence(run: _Run, k_evidence: dict[str, Any] | None) -> dict[str, Any]:
+    policy = run.policy
+    areas = None
+    if policy.sensitive_areas:
+        areas = {
+            "file": policy.sensitive_areas.name,
+            "sha256": sha256_file(policy.sensitive_areas)[0],
+            "areas": len(run.areas),
+            "rows_dropped": run.rows_in_sensitive_areas,
+        }
+    return {
+        "policy_version": policy.version,
+        "columns": policy.transforms(),
+        "pseudonym_key_id": pseudonym_key_id(run.key) if run.key else None,
+        "scrubbed": dict(sorted(run.scrubbed.items())),
+        "sensitive_areas": areas,
+        "k_anonymity": k_evidence,
+    }
+
+
+def _stage_file(run: _Run, extract: Extract, src: Path, dst: Path) -> None:
+    import pyarrow.parquet as pq
+
+    policy = run.policy
     where = {"dataset": extract.dataset, "day": extract.day, "file": str(src)}
     source = pq.ParquetFile(src)
     missing = [c for c in policy.exported_columns if c not in source.schema_arrow.names]
     if missing:
         raise PartitionInvalid(f"columns named by the policy are missing: {missing}", **where)
+    groups = (
+        source.read_row_group(g, columns=policy.exported_columns)
+        for g in range(source.num_row_groups)
+    )
+    empty = source.schema_arrow.empty_table().select(policy.exported_columns)
+    _write(dst, (_apply(run, table) for table in groups), lambda: _apply(run, empty))
+    if policy.anonymity:
+        run.groups = [_compact(run.groups, policy.anonymity)]
+
+
+def _write(dst: Path, tables: Any, empty: Callable[[], Any]) -> None:
+    """Write tables to ``dst`` atomically (temp file, then rename): never half a file."""
+    import pyarrow.parquet as pq
+
     tmp = dst.with_name(f".{dst.name}.tmp")
     writer = None
-    rows = 0
     try:
-        for group in range(source.num_row_groups):
-            table = _apply(policy, source.read_row_group(group, columns=policy.exported_columns))
+        for table in tables:
             if writer is None:
                 writer = pq.ParquetWriter(tmp, table.schema, compression="zstd")
             writer.write_table(table)
-            rows += table.num_rows
-        if writer is None:  # a file without row groups still yields a valid empty file
-            empty = source.schema_arrow.empty_table().select(policy.exported_columns)
-            pq.write_table(_apply(policy, empty), tmp, compression="zstd")
+        if writer is None:  # no row groups: still a valid file with the schema
+            pq.write_table(empty(), tmp, compression="zstd")
     finally:
         if writer is not None:
             writer.close()
     tmp.replace(dst)
-    sha256, size = sha256_file(dst)
-    return StagedFile(dst.name, str(dst), rows, size, sha256)
 
 
-def _apply(policy: Policy, table: Any) -> Any:
+def _apply(run: _Run, table: Any) -> Any:
     import pyarrow as pa
 
-    arrays = []
-    for rule in policy.columns:
-        if rule.transform == "drop":
-            continue
-        transform = TRANSFORMS.get(rule.transform)
-        if transform is None:
-            raise PolicyInvalid(
-                f"column {rule.name}: transform {rule.transform!r} is not available",
-                dataset=policy.dataset,
-                file=str(policy.path),
-            )
-        arrays.append(transform(table.column(rule.name)))
-    return pa.table(arrays, names=policy.exported_columns)
+    policy = run.policy
+    inside = _in_sensitive_areas(run, table)
+    exported = [c for c in policy.columns if c.transform != "drop"]
+    out = pa.table(
+        [TRANSFORMS[c.transform](c, table.column(c.name), run) for c in exported],
+        names=[c.name for c in exported],
+    )
+    if inside is not None and inside.any():
+        run.rows_in_sensitive_areas += int(inside.sum())
+        out = out.filter(pa.array(~inside))
+    if policy.anonymity:
+        run.groups.append(_distinct_groups(out, policy.anonymity))
+    return out
+
+
+def _in_sensitive_areas(run: _Run, table: Any) -> Any:
+    """Rows whose position, raw or generalized, lies inside a sensitive area."""
+    from crossborder.geo import in_sensitive_areas
+
+    pair = run.policy.location_pair()
+    if not run.areas or pair is None:
+        return None
+    lat_rule, lon_rule = pair
+    lat, lon = table.column(lat_rule.name).to_numpy(), table.column(lon_rule.name).to_numpy()
+    grid = lat_rule.options["grid_deg"]
+    return in_sensitive_areas(lat, lon, run.areas) | in_sensitive_areas(
+        _grid(lat, grid), _grid(lon, grid), run.areas
+    )
+
+
+# --- k-anonymity --------------------------------------------------------------------------
+
+
+def _keys(rules: Anonymity) -> list[str]:
+    return list(rules.quasi_identifiers) + ([rules.subject] if rules.subject else [])
+
+
+def _distinct_groups(table: Any, rules: Anonymity) -> Any:
+    """Distinct (quasi-identifiers, subject) rows, or rows counted per group if no subject."""
+    keys = _keys(rules)
+    if rules.subject:
+        return table.select(keys).group_by(keys).aggregate([])
+    return (
+        table.select(keys)
+        .group_by(keys)
+        .aggregate([([], "count_all")])
+        .rename_columns([*keys, "n"])
+    )
+
+
+def _compact(parts: list[Any], rules: Any) -> Any:
+    import pyarrow as pa
+
+    merged = pa.concat_tables(parts)
+    keys = _keys(rules)
+    if rules.subject:
+        return merged.group_by(keys).aggregate([])
+    return merged.group_by(keys).aggregate([("n", "sum")]).rename_columns([*keys, "n"])
+
+
+def group_sizes(parts: list[Any], rules: Anonymity) -> Any:
+    """Per quasi-identifier group: its size ``n`` (distinct subjects, or rows)."""
+    merged = _compact(parts, rules)
+    if not rules.subject:
+        return merged
+    qis = list(rules.quasi_identifiers)
+    return merged.group_by(qis).aggregate([([], "count_all")]).rename_columns([*qis, "n"])
+
+
+def _enforce_k(run: _Run, paths: list[Path]) -> dict[str, Any]:
+    """Find groups smaller than k; suppress their rows, or leave them for CAC review."""
+    import pyarrow.compute as pc
+
+    rules = run.policy.anonymity
+    assert rules is not None
+    sizes = group_sizes(run.groups, rules)
+    run.groups = []
+    small = sizes.filter(pc.less(sizes.column("n"), rules.k))
+    evidence = {
+        "k": rules.k,
+        "quasi_identifiers": list(rules.quasi_identifiers),
+        "subject": rules.subject,
+        "on_small_groups": rules.on_small_groups,
+        "groups": sizes.num_rows,
+        "groups_below_k": small.num_rows,
+        "rows_suppressed": 0,
+    }
+    if small.num_rows and rules.on_small_groups == "suppress":
+        keys = small.select(list(rules.quasi_identifiers))
+        evidence["rows_suppressed"] = sum(_suppress(path, keys) for path in paths)
+    return evidence
+
+
+def _suppress(path: Path, small_keys: Any) -> int:
+    """Rewrite one staged file without the rows of the small groups; rows removed."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    staged = pq.ParquetFile(path)
+    removed = 0
+    kept = []
+    for group in range(staged.num_row_groups):
+        table = staged.read_row_group(group)
+        numbered = table.append_column(_ROW, pa.array(range(table.num_rows), pa.int64()))
+        remaining = numbered.join(
+            small_keys, keys=small_keys.column_names, join_type="left anti"
+        ).sort_by(_ROW)
+        removed += table.num_rows - remaining.num_rows
+        kept.append(remaining.drop_columns([_ROW]).select(table.column_names))
+    if removed:
+        schema = staged.schema_arrow
+        _write(path, (t.cast(schema) for t in kept), schema.empty_table)
+    return removed

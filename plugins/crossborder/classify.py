@@ -36,29 +36,34 @@ class Decision:
         return cls(data["route"], data["policy_version"], reasons)
 
 
-def classify(policy: Policy, quality: dict[str, Any], staged: dict[str, Any]) -> Decision:
-    """Route a partition from its policy, its quality summary and what was staged."""
-    blocked = _blocking_reason(policy, quality, staged)
+def classify(
+    policy: Policy,
+    quality: dict[str, Any],
+    staged: dict[str, Any],
+    verification: dict[str, Any],
+) -> Decision:
+    """Route a partition from its policy, its quality and anonymization-verification
+    summaries and what was staged."""
+    blocked = _blocking_reason(policy, quality, staged, verification)
     if blocked:
         return Decision("blocked", policy.version, (blocked,))
-    return Decision(
-        "cleared",
-        policy.version,
-        (
-            Reason(
-                "rules.exempt_no_personal_data",
-                f"scenario {policy.scenario}: every exported column is class 'none' "
-                "(no personal information, no important data)",
-            ),
-        ),
-    )
+    review = _review_reasons(policy, verification)
+    if review:
+        return Decision("cac_review", policy.version, tuple(review))
+    return Decision("cleared", policy.version, (_cleared_reason(policy),))
+
+
+def _exported(policy: Policy, *classes: str) -> list[str]:
+    return [c.name for c in policy.columns if c.transform != "drop" and c.data_class in classes]
 
 
 def _blocking_reason(
-    policy: Policy, quality: dict[str, Any], staged: dict[str, Any]
+    policy: Policy, quality: dict[str, Any], staged: dict[str, Any], verification: dict[str, Any]
 ) -> Reason | None:
     if not policy.is_active:
         return Reason("policy.status", "no complete policy yet (policy is a draft)")
+    if policy.scenario == "none":
+        return Reason("rules.no_legal_route", "the dataset has no export scenario")
     if quality["status"] == "no_suite":
         return Reason("quality.raw", "no quality suite for this dataset in expectations/")
     if quality["status"] != "passed":
@@ -73,7 +78,45 @@ def _blocking_reason(
             f"the policy changed after the data was staged (staged under "
             f"{staged['policy_version']}, now {policy.version}): re-run from anonymize",
         )
-    exported = [c for c in policy.columns if c.transform != "drop"]
-    if any(c.data_class != "none" for c in exported):
-        return Reason("rules.personal", "personal or important data without an export route")
+    if verification.get("status") not in ("passed", "review"):
+        return Reason("anonymize.verify", "the anonymization was not verified")
     return None
+
+
+def _review_reasons(policy: Policy, verification: dict[str, Any]) -> list[Reason]:
+    reasons = []
+    important = _exported(policy, "important")
+    if important:
+        reasons.append(
+            Reason(
+                "rules.important_data",
+                f"important data would leave (columns {', '.join(important)}; categories "
+                f"{', '.join(policy.categories) or 'none'}): CAC security assessment needed",
+            )
+        )
+    k = verification.get("k_anonymity") or {}
+    if verification.get("status") == "review":
+        reasons.append(
+            Reason(
+                "anonymity.k",
+                f"{k['rows_below_k']:,} rows in {k['groups_below_k']:,} groups with fewer than "
+                f"k={k['k']} subjects over {', '.join(k['quasi_identifiers'])}",
+            )
+        )
+    return reasons
+
+
+def _cleared_reason(policy: Policy) -> Reason:
+    personal = _exported(policy, "personal", "sensitive_personal")
+    if not personal:
+        return Reason(
+            "rules.exempt_no_personal_data",
+            f"scenario {policy.scenario}: every exported column is class 'none' "
+            "(no personal information, no important data)",
+        )
+    return Reason(
+        "rules.lingang.anonymized",
+        f"scenario {policy.scenario}: personal columns leave only pseudonymized or generalized "
+        f"({', '.join(personal)}; keyed pseudonyms, the key stays in China) and the "
+        "verification found no residue",
+    )

@@ -52,6 +52,13 @@ class QualityFailed(CrossborderError):
     result: dict | None = None  # the suite's summary: failed expectations, counts, samples
 
 
+class AnonymizationResidue(CrossborderError):
+    """The verification found personal information left in what would be exported."""
+
+    kind = "anonymization_residue"
+    result: dict | None = None  # the verification summary: counts per column and detector
+
+
 class PolicyInvalid(CrossborderError):
     kind = "policy_invalid"
 

@@ -113,25 +113,34 @@ def build_export_dag(policy_file: Path) -> DAG:
         def anonymize(
             extracted: dict[str, Any], quality: dict[str, Any], **context: Any
         ) -> dict[str, Any]:
-            """Stage the policy's allow-listed, transformed view of the partition in China."""
+            """Stage the policy's allow-listed, pseudonymized and generalized view in China."""
             return _call("anonymize", extracted, context["run_id"])
 
         @task
+        def verify_anonymization(staged: dict[str, Any], **context: Any) -> dict[str, Any]:
+            """Prove it held: anonymized suite, PII scan, k-anonymity, sensitive areas."""
+            return _call("verify", staged, context["run_id"])
+
+        @task
         def classify(
-            day: str, quality: dict[str, Any], staged: dict[str, Any], **context: Any
+            day: str,
+            quality: dict[str, Any],
+            staged: dict[str, Any],
+            verification: dict[str, Any],
+            **context: Any,
         ) -> dict[str, Any]:
             """Decide the route: cleared, cac_review or blocked, with the rules applied."""
-            return _call("decide", dataset, day, context["run_id"], quality, staged)
+            return _call("decide", dataset, day, context["run_id"], quality, staged, verification)
 
         @task.branch
         def route(decision: dict[str, Any]) -> str:
             """Send cleared partitions to upload; everything else is recorded and stops."""
-            return "plan_upload" if decision["route"] == "cleared" else "record_blocked"
+            return "plan_upload" if decision["route"] == "cleared" else "record_held"
 
         @task
-        def record_blocked(day: str, decision: dict[str, Any], **context: Any) -> dict[str, Any]:
-            """Record the blocked partition and its reasons; nothing leaves China."""
-            return _call("record_blocked", dataset, day, context["run_id"], decision)
+        def record_held(day: str, decision: dict[str, Any], **context: Any) -> dict[str, Any]:
+            """Record a blocked partition, or one awaiting CAC review; nothing leaves China."""
+            return _call("record_held", dataset, day, context["run_id"], decision)
 
         @task
         def plan_upload(staged: dict[str, Any], decision: dict[str, Any]) -> list[dict[str, Any]]:
@@ -149,6 +158,7 @@ def build_export_dag(policy_file: Path) -> DAG:
             objects: list[dict[str, Any]],
             quality: dict[str, Any],
             staged: dict[str, Any],
+            verification: dict[str, Any],
             decision: dict[str, Any],
             extracted: dict[str, Any],
             **context: Any,
@@ -162,6 +172,7 @@ def build_export_dag(policy_file: Path) -> DAG:
                 list(objects),
                 quality,
                 staged,
+                verification,
                 decision,
                 extracted,
             )
@@ -171,12 +182,13 @@ def build_export_dag(policy_file: Path) -> DAG:
         quality = validate(extracted)
         quality.operator.operator_extra_links = [QualityReportLink()]
         staged = anonymize(extracted, quality)
-        decision = classify(day, quality, staged)
+        verification = verify_anonymization(staged)
+        decision = classify(day, quality, staged, verification)
         branch = route(decision)
         parts = plan_upload(staged, decision)
         uploaded = upload_part.expand(part=parts)
-        branch >> [parts, record_blocked(day, decision)]
-        publish_manifest(day, uploaded, quality, staged, decision, extracted)
+        branch >> [parts, record_held(day, decision)]
+        publish_manifest(day, uploaded, quality, staged, verification, decision, extracted)
 
     return export()
 
@@ -193,8 +205,9 @@ Runs daily at {info["expected_by"]} Shanghai time, when the partition should be 
 (on-call is alerted at once if it is not), and exports the **previous Shanghai day**,
 due by {info["export_time"]}
 (or `partition_date` when triggered with that parameter). Steps: wait for `_SUCCESS` →
-extract → quality suite → anonymize → classify → `cleared`: encrypt + upload each file,
-then publish the signed manifest; `blocked`: record and alert.
+extract → quality suite → anonymize → verify anonymization (second suite, PII scan,
+k-anonymity, sensitive areas) → classify → `cleared`: encrypt + upload each file, then
+publish the signed manifest; `cac_review` or `blocked`: record and alert.
 
 Every task is idempotent: clear any task (or the whole run) to re-run it safely.
 """

@@ -40,6 +40,7 @@ attempts = sa.Table(
     sa.Column("objects", sa.Integer),
     sa.Column("bytes_out", sa.BigInteger),
     sa.Column("quality", sa.JSON),
+    sa.Column("anonymization", sa.JSON),  # transforms applied and verification results
     sa.Column("manifest_uri", sa.String(1000)),
     sa.Column("manifest_sha256", sa.String(64)),
     sa.Column("approvals", sa.JSON, nullable=False, default=list),
@@ -84,7 +85,21 @@ def connect(url: str) -> sa.Engine:
         # Several tasks may write at once: wait for the lock rather than fail.
         sa.event.listen(engine, "connect", _sqlite_busy_timeout)
     metadata.create_all(engine)
+    _add_missing_columns(engine)
     return engine
+
+
+def _add_missing_columns(engine: sa.Engine) -> None:
+    """Columns added to the ledger later are added to an existing ledger (all nullable)."""
+    for table in metadata.sorted_tables:
+        present = {c["name"] for c in sa.inspect(engine).get_columns(table.name)}
+        for column in table.columns:
+            if column.name not in present:
+                kind = column.type.compile(dialect=engine.dialect)
+                with _tx(engine) as conn:
+                    conn.execute(
+                        sa.text(f'ALTER TABLE {table.name} ADD COLUMN "{column.name}" {kind}')
+                    )
 
 
 @contextmanager

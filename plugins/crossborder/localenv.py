@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import socket
 import subprocess
 import sys
@@ -87,6 +88,8 @@ class LocalEnv:
             private, public = crypto.generate_signing_keypair()
             self._write_key("manifest_signing_private.pem", private)
             self._write_key("manifest_signing_public.pem", public)
+        if not (self.keys / "pseudonymization.key").exists():
+            self._write_key("pseudonymization.key", secrets.token_hex(32).encode())
         s3 = self.s3_client()
         existing = {b["Name"] for b in s3.list_buckets().get("Buckets", [])}
         if US_BUCKET not in existing:
@@ -108,6 +111,7 @@ class LocalEnv:
             s3_client=self.s3_client,
             recipient_public_pem=self.key("us_recipient_public.pem"),
             signing_private_pem=self.key("manifest_signing_private.pem"),
+            pseudonymization_key=self.key("pseudonymization.key"),
         )
 
     def airflow_env(self) -> dict[str, str]:
@@ -128,6 +132,7 @@ class LocalEnv:
             "us_lake_root": str(self.lake),
             "us_recipient_public_key": self.key("us_recipient_public.pem").decode(),
             "manifest_signing_key": self.key("manifest_signing_private.pem").decode(),
+            "pseudonymization_key": self.key("pseudonymization.key").decode(),
             "us_recipient_private_key": self.key("us_recipient_private.pem").decode(),
             "cn_manifest_public_key": self.key("manifest_signing_public.pem").decode(),
         }

@@ -41,6 +41,64 @@ _DURATION = re.compile(r"^[0-9]+[smhd]$")
 
 _DURATION_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
 
+# Units generalize_time may floor to, as (Arrow temporal unit, multiple).
+TIME_UNITS = {
+    "1s": ("second", 1),
+    "1min": ("minute", 1),
+    "5min": ("minute", 5),
+    "15min": ("minute", 15),
+    "30min": ("minute", 30),
+    "1h": ("hour", 1),
+    "1d": ("day", 1),
+}
+# Rows in k-anonymity groups smaller than k: removed, or the partition goes to CAC review.
+SMALL_GROUP_ACTIONS = ("suppress", "review")
+DEFAULT_K = 5
+
+
+def _options(required: list[str], properties: dict[str, Any]) -> dict[str, Any]:
+    options = {"type": "object", "additionalProperties": False, "properties": properties}
+    return {
+        "required": ["options"] if required else [],
+        "properties": {"options": {**options, "required": required}},
+    }
+
+
+def _when(transform: str, then: dict[str, Any]) -> dict[str, Any]:
+    return {"if": {"properties": {"transform": {"const": transform}}}, "then": then}
+
+
+# Each transform's options, checked by the schema so a typo is a clear policy error.
+_COLUMN: dict[str, Any] = {
+    "type": "object",
+    "required": ["class", "transform"],
+    "additionalProperties": False,
+    "properties": {
+        "class": {"enum": list(DATA_CLASSES)},
+        "transform": {"enum": list(TRANSFORMS)},
+        "options": {"type": "object"},
+        "note": {"type": "string"},
+    },
+    "allOf": [
+        _when("keep", _options([], {})),
+        _when("drop", _options([], {})),
+        _when("scrub_text", _options([], {})),
+        _when("pseudonymize", _options([], {"namespace": {"type": "string", "minLength": 1}})),
+        _when("generalize_time", _options(["unit"], {"unit": {"enum": list(TIME_UNITS)}})),
+        _when(
+            "generalize_location",
+            _options(
+                ["grid_deg", "axis"],
+                {
+                    "grid_deg": {"type": "number", "exclusiveMinimum": 0, "maximum": 1},
+                    "axis": {"enum": ["lat", "lon"]},
+                },
+            ),
+        ),
+        _when("bucket", _options(["width"], {"width": {"type": "number", "exclusiveMinimum": 0}})),
+    ],
+}
+
 POLICY_SCHEMA: dict[str, Any] = {
     "type": "object",
     "required": ["dataset", "status", "description", "schedule", "legal", "columns"],
@@ -70,19 +128,27 @@ POLICY_SCHEMA: dict[str, Any] = {
                 "notes": {"type": "string"},
             },
         },
-        "columns": {
+        "columns": {"type": "object", "minProperties": 1, "additionalProperties": _COLUMN},
+        "sensitive_areas": {
             "type": "object",
-            "minProperties": 1,
-            "additionalProperties": {
-                "type": "object",
-                "required": ["class", "transform"],
-                "additionalProperties": False,
-                "properties": {
-                    "class": {"enum": list(DATA_CLASSES)},
-                    "transform": {"enum": list(TRANSFORMS)},
-                    "options": {"type": "object"},
-                    "note": {"type": "string"},
+            "required": ["file"],
+            "additionalProperties": False,
+            "properties": {"file": {"type": "string", "minLength": 1}},
+        },
+        "anonymity": {
+            "type": "object",
+            "required": ["quasi_identifiers"],
+            "additionalProperties": False,
+            "properties": {
+                "quasi_identifiers": {
+                    "type": "array",
+                    "minItems": 1,
+                    "uniqueItems": True,
+                    "items": {"type": "string"},
                 },
+                "subject": {"type": "string"},
+                "k": {"type": "integer", "minimum": 2},
+                "on_small_groups": {"enum": list(SMALL_GROUP_ACTIONS)},
             },
         },
     },
@@ -98,6 +164,16 @@ class ColumnRule:
 
 
 @dataclass(frozen=True)
+class Anonymity:
+    """k-anonymity over the quasi-identifiers; k counts distinct subjects when one is named."""
+
+    quasi_identifiers: tuple[str, ...]
+    subject: str | None
+    k: int = DEFAULT_K
+    on_small_groups: str = "suppress"
+
+
+@dataclass(frozen=True)
 class Policy:
     dataset: str
     status: str
@@ -110,6 +186,8 @@ class Policy:
     scenario: str
     categories: tuple[str, ...]
     columns: tuple[ColumnRule, ...]
+    sensitive_areas: Path | None = None  # rows with a position inside are never exported
+    anonymity: Anonymity | None = None
 
     @property
     def is_active(self) -> bool:
@@ -120,8 +198,22 @@ class Policy:
         """Columns that leave China, in policy order (everything else is dropped)."""
         return [c.name for c in self.columns if c.transform != "drop"]
 
-    def transforms(self) -> dict[str, str]:
-        return {c.name: c.transform for c in self.columns}
+    def transforms(self) -> dict[str, dict[str, Any]]:
+        """Evidence for the manifest: each column's class, transform and options."""
+        return {
+            c.name: {"class": c.data_class, "transform": c.transform, "options": c.options}
+            for c in self.columns
+        }
+
+    def column(self, name: str) -> ColumnRule:
+        return next(c for c in self.columns if c.name == name)
+
+    def location_pair(self) -> tuple[ColumnRule, ColumnRule] | None:
+        """The (latitude, longitude) columns generalize_location works on, if any."""
+        located = {
+            c.options["axis"]: c for c in self.columns if c.transform == "generalize_location"
+        }
+        return (located["lat"], located["lon"]) if located else None
 
 
 def policies_dir() -> Path:
@@ -219,22 +311,93 @@ def _build(raw: dict[str, Any], path: Path, version: str) -> Policy:
             ColumnRule(name, spec["class"], spec["transform"], spec.get("options", {}))
             for name, spec in raw["columns"].items()
         ),
+        sensitive_areas=_sensitive_areas(raw.get("sensitive_areas"), path.parent),
+        anonymity=_anonymity(raw.get("anonymity")),
     )
+
+
+def _sensitive_areas(raw: dict[str, Any] | None, folder: Path) -> Path | None:
+    if raw is None:
+        return None
+    file = Path(raw["file"])
+    return file if file.is_absolute() else folder / file
+
+
+def _anonymity(raw: dict[str, Any] | None) -> Anonymity | None:
+    if raw is None:
+        return None
+    return Anonymity(
+        quasi_identifiers=tuple(raw["quasi_identifiers"]),
+        subject=raw.get("subject"),
+        k=raw.get("k", DEFAULT_K),
+        on_small_groups=raw.get("on_small_groups", "suppress"),
+    )
+
+
+# What may happen to a column of each class before it leaves (drop is always allowed).
+# Important data may leave unchanged, but only through CAC review (see classify).
+ALLOWED_TRANSFORMS = {
+    "none": set(TRANSFORMS),
+    "personal": {
+        "drop",
+        "pseudonymize",
+        "generalize_time",
+        "generalize_location",
+        "scrub_text",
+        "bucket",
+    },
+    "sensitive_personal": {"drop", "generalize_location", "generalize_time"},
+    "important": set(TRANSFORMS),
+}
 
 
 def _check_active_rules(policy: Policy) -> None:
     """Rules an active policy must meet before any of its data may leave."""
-    from crossborder.anonymize import TRANSFORMS
-
-    problems = []
-    for col in policy.columns:
-        if col.transform != "drop" and col.transform not in TRANSFORMS:
-            problems.append(f"column {col.name}: transform {col.transform!r} is not available yet")
-        elif col.transform == "keep" and col.data_class != "none":
-            problems.append(
-                f"column {col.name}: class {col.data_class!r} data cannot be exported unchanged"
-            )
+    problems = [
+        f"column {col.name}: class {col.data_class!r} may not be exported with "
+        f"{col.transform!r} (allowed: {', '.join(sorted(ALLOWED_TRANSFORMS[col.data_class]))})"
+        for col in policy.columns
+        if col.transform not in ALLOWED_TRANSFORMS[col.data_class]
+    ]
     if not policy.exported_columns:
         problems.append("no column would be exported")
+    problems += _location_problems(policy) + _anonymity_problems(policy)
     if problems:
         raise PolicyInvalid("; ".join(problems), dataset=policy.dataset, file=str(policy.path))
+
+
+def _location_problems(policy: Policy) -> list[str]:
+    located = [c for c in policy.columns if c.transform == "generalize_location"]
+    axes = sorted(c.options["axis"] for c in located)
+    problems = []
+    if located and axes != ["lat", "lon"]:
+        problems.append(
+            f"generalize_location needs exactly one lat and one lon column, found {axes}"
+        )
+    elif located and located[0].options["grid_deg"] != located[1].options["grid_deg"]:
+        problems.append("generalize_location: lat and lon must use the same grid_deg")
+    if located and policy.sensitive_areas is None:
+        problems.append("generalize_location needs a sensitive_areas file")
+    if policy.sensitive_areas and not policy.sensitive_areas.is_file():
+        problems.append(f"sensitive_areas file {policy.sensitive_areas} does not exist")
+    return problems
+
+
+def _anonymity_problems(policy: Policy) -> list[str]:
+    personal = [c for c in policy.columns if c.data_class != "none" and c.transform != "drop"]
+    rules = policy.anonymity
+    if rules is None:
+        return ["personal data is exported without an anonymity section"] if personal else []
+    exported = set(policy.exported_columns)
+    problems = [
+        f"anonymity: quasi-identifier {name} is not an exported column"
+        for name in rules.quasi_identifiers
+        if name not in exported
+    ]
+    if rules.subject and (
+        rules.subject not in exported or policy.column(rules.subject).transform != "pseudonymize"
+    ):
+        problems.append(
+            f"anonymity: subject {rules.subject} must be an exported pseudonymized column"
+        )
+    return problems

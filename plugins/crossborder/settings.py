@@ -8,7 +8,7 @@ they are needed, so a missing key fails the step that needs it with KeyUnavailab
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,9 @@ class Settings:
     us_bucket: str
     s3_client: Callable[[], Any]
     recipient_public_pem: bytes | None = None
-    signing_private_pem: bytes | None = None
+    # Secrets stay out of repr(), so they never reach a log line or a traceback.
+    signing_private_pem: bytes | None = field(default=None, repr=False)
+    pseudonymization_key: bytes | None = field(default=None, repr=False)
 
     def require(self, name: str, *, dataset: str, day: str) -> bytes:
         value = getattr(self, name)
@@ -39,5 +41,5 @@ class ReceiverSettings:
     us_bucket: str
     s3_client: Callable[[], Any]
     lake_root: Path
-    recipient_private_pem: bytes
-    signing_public_pem: bytes
+    recipient_private_pem: bytes = field(repr=False)
+    signing_public_pem: bytes = field(repr=False)

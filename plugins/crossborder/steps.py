@@ -17,7 +17,7 @@ from typing import Any
 from crossborder import alerts, ledger
 from crossborder.anonymize import anonymize_partition, staging_path
 from crossborder.classify import Decision, classify
-from crossborder.errors import CrossborderError, ExportRefused, QualityFailed
+from crossborder.errors import AnonymizationResidue, CrossborderError, ExportRefused, QualityFailed
 from crossborder.extract import SHANGHAI, Extract, extract_partition, is_ready, partition_path
 from crossborder.policy import load_policy
 from crossborder.quality import for_manifest, has_suite, validate_partition
@@ -143,8 +143,34 @@ def anonymize(settings: Settings, extracted: dict[str, Any], run_id: str) -> dic
     if not policy.is_active:
         return {"status": "skipped", "policy_version": policy.version, "files": []}
     with _failure_recorded(settings, attempt_id):
-        staged = anonymize_partition(policy, found, settings.staging_root)
+        staged = anonymize_partition(
+            policy, found, settings.staging_root, settings.pseudonymization_key
+        )
+    _record(settings, attempt_id, anonymization=staged.anonymization)
     return {"status": "staged", **staged.to_dict()}
+
+
+def verify(settings: Settings, staged: dict[str, Any], run_id: str) -> dict[str, Any]:
+    """Prove the anonymization held; residue fails the step and nothing leaves China."""
+    from crossborder.verify import verify_partition
+
+    if staged["status"] != "staged":
+        return {"status": "skipped"}
+    dataset, day = staged["dataset"], staged["day"]
+    attempt_id = _attempt(settings, dataset, day, run_id)
+    report = report_dir(settings.staging_root, dataset, run_id) / "anonymized"
+    with _failure_recorded(settings, attempt_id):
+        policy = load_policy(dataset)
+        try:
+            summary = verify_partition(policy, staged, report_dir=report).summary()
+        except AnonymizationResidue as exc:
+            evidence = {**staged["anonymization"], "verification": exc.result}
+            _record(settings, attempt_id, anonymization=evidence)
+            raise
+    _record(
+        settings, attempt_id, anonymization={**staged["anonymization"], "verification": summary}
+    )
+    return summary
 
 
 def decide(
@@ -154,26 +180,31 @@ def decide(
     run_id: str,
     quality: dict[str, Any],
     staged: dict[str, Any],
+    verification: dict[str, Any],
 ) -> dict[str, Any]:
     attempt_id = _attempt(settings, dataset, day, run_id)
     policy = load_policy(dataset)
-    decision = classify(policy, quality, staged).to_dict()
+    decision = classify(policy, quality, staged, verification).to_dict()
     _record(settings, attempt_id, route=decision["route"], reasons=decision["reasons"])
     return decision
 
 
-def record_blocked(
+def record_held(
     settings: Settings, dataset: str, day: str, run_id: str, decision: dict[str, Any]
 ) -> dict[str, Any]:
+    """Record a partition that does not leave now: blocked, or awaiting CAC review."""
     attempt_id = _attempt(settings, dataset, day, run_id)
-    _record(settings, attempt_id, state="blocked", rows_out=0, objects=0, error=None)
+    route = decision["route"]
+    state = "awaiting_review" if route == "cac_review" else "blocked"
+    _record(settings, attempt_id, state=state, rows_out=0, objects=0, error=None)
     reasons = "; ".join(f"{r['text']} [{r['rule']}]" for r in decision["reasons"])
-    cause = f"blocked, nothing leaves China: {reasons}"
-    alerts.emit(
-        alerts.Alert(dataset, day, "record_blocked", "partition_blocked", cause, run_id),
-        settings.ledger_url,
-    )
-    return {"dataset": dataset, "day": day, "route": "blocked", "reasons": reasons}
+    if route == "cac_review":
+        cause = f"needs CAC review before anything leaves China: {reasons}"
+        kind = "review_required"
+    else:
+        cause, kind = f"blocked, nothing leaves China: {reasons}", "partition_blocked"
+    alerts.emit(alerts.Alert(dataset, day, "record_held", kind, cause, run_id), settings.ledger_url)
+    return {"dataset": dataset, "day": day, "route": route, "reasons": reasons}
 
 
 def _require_cleared(staged: dict[str, Any], decision: dict[str, Any]) -> None:
@@ -249,6 +280,7 @@ def publish(
     objects: list[dict[str, Any]],
     quality: dict[str, Any],
     staged: dict[str, Any],
+    verification: dict[str, Any],
     decision: dict[str, Any],
     extracted: dict[str, Any],
 ) -> dict[str, Any]:
@@ -272,7 +304,11 @@ def publish(
         quality=for_manifest(quality),
         objects=objects,
         encryption=crypto.encryption_info(public),
-        extra={"reasons": decision["reasons"], "columns": staged["columns"]},
+        extra={
+            "reasons": decision["reasons"],
+            "columns": staged["columns"],
+            "anonymization": {**staged["anonymization"], "verification": verification},
+        },
     )
     published = landing.publish_manifest(
         settings.s3_client(), settings.us_bucket, dataset, day, manifest, signing

@@ -13,12 +13,10 @@ straight to Parquet. Run ``python -m crossborder.synthetic --help`` for the CLI.
 from __future__ import annotations
 
 import argparse
-import itertools
-import json
 import math
 import os
 import shutil
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from functools import cached_property, lru_cache
@@ -32,6 +30,11 @@ import pyarrow.parquet as pq
 
 from crossborder import identifiers as ids
 from crossborder.extract import SUCCESS_MARKER, partition_path
+from crossborder.geo import (
+    DEFAULT_SENSITIVE_AREAS,
+    SensitiveArea,
+    load_sensitive_areas,
+)
 
 DATASETS = (
     "vehicle_telemetry",
@@ -51,9 +54,6 @@ DEFAULT_ROWS = {
 }
 DEFAULT_ROWS_PER_FILE = 1_000_000
 ROW_GROUP_ROWS = 250_000
-DEFAULT_SENSITIVE_AREAS = (
-    Path(__file__).resolve().parents[2] / "policies" / "sensitive_areas.geojson"
-)
 SHANGHAI_TZ = "Asia/Shanghai"
 TIMESTAMP = pa.timestamp("ms", tz=SHANGHAI_TZ)
 DAY_MS = 86_400_000
@@ -175,79 +175,6 @@ def _day_start_ms(day: date) -> int:
 
 def _zero_padded(prefix: str, numbers: np.ndarray, width: int) -> np.ndarray:
     return np.strings.add(prefix, np.strings.zfill(numbers.astype(str), width))
-
-
-# --- sensitive areas -----------------------------------------------------------------
-
-
-@dataclass(frozen=True, eq=False)
-class SensitiveArea:
-    """One feature of the sensitive-areas GeoJSON; rings hold (lon, lat) vertices."""
-
-    name: str
-    category: str
-    polygons: tuple[tuple[np.ndarray, ...], ...]
-
-    @property
-    def anchor(self) -> tuple[float, float]:
-        """(lat, lon) vertex mean of the first outer ring: inside a convex polygon."""
-        lon, lat = self.polygons[0][0][:-1].mean(axis=0)
-        return float(lat), float(lon)
-
-
-def load_sensitive_areas(path: Path | str) -> list[SensitiveArea]:
-    """Polygon and MultiPolygon features of a GeoJSON FeatureCollection."""
-    document = json.loads(Path(path).read_text(encoding="utf-8"))
-    areas = []
-    for number, feature in enumerate(document.get("features", []), start=1):
-        geometry, props = feature["geometry"], feature.get("properties") or {}
-        if geometry["type"] == "Polygon":
-            polygons = [geometry["coordinates"]]
-        elif geometry["type"] == "MultiPolygon":
-            polygons = geometry["coordinates"]
-        else:
-            raise ValueError(f"{path}: feature {number} is a {geometry['type']}, not a polygon")
-        rings = tuple(tuple(_closed_ring(ring) for ring in polygon) for polygon in polygons)
-        areas.append(
-            SensitiveArea(
-                name=str(props.get("name", f"area {number}")),
-                category=str(props.get("category", "unspecified")),
-                polygons=rings,
-            )
-        )
-    return areas
-
-
-def _closed_ring(ring: list[list[float]]) -> np.ndarray:
-    vertices = np.asarray(ring, dtype=np.float64)[:, :2]
-    if not np.array_equal(vertices[0], vertices[-1]):
-        vertices = np.vstack([vertices, vertices[:1]])
-    return vertices
-
-
-def in_sensitive_areas(
-    lat: np.ndarray, lon: np.ndarray, areas: Iterable[SensitiveArea]
-) -> np.ndarray:
-    """Boolean mask: which points fall inside any area (even-odd rule, so holes work)."""
-    lat, lon = np.asarray(lat, dtype=np.float64), np.asarray(lon, dtype=np.float64)
-    hit = np.zeros(lat.shape, dtype=bool)
-    for area in areas:
-        for rings in area.polygons:
-            inside = np.zeros(lat.shape, dtype=bool)
-            for ring in rings:
-                inside ^= _crossings_are_odd(lat, lon, ring)
-            hit |= inside
-    return hit
-
-
-def _crossings_are_odd(lat: np.ndarray, lon: np.ndarray, ring: np.ndarray) -> np.ndarray:
-    """Ray casting towards +lon: parity of the edges crossed, one edge at a time."""
-    odd = np.zeros(lat.shape, dtype=bool)
-    for (x0, y0), (x1, y1) in itertools.pairwise(ring):
-        spans = (y0 > lat) != (y1 > lat)  # False for horizontal edges: no division by zero
-        crossing_lon = x0 + (lat[spans] - y0) * (x1 - x0) / (y1 - y0)
-        odd[spans] ^= lon[spans] < crossing_lon
-    return odd
 
 
 # --- the fleet: vehicles and their trips for one day --------------------------------

@@ -1,0 +1,90 @@
+"""Sensitive areas: the GeoJSON polygons inside which positions may not leave China.
+
+Positions are GCJ-02 degrees. Points are tested with the even-odd ray-casting rule in
+numpy, vectorised over all points and looping only over polygon edges, so holes work
+and millions of points cost a few array passes per edge.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+DEFAULT_SENSITIVE_AREAS = (
+    Path(__file__).resolve().parents[2] / "policies" / "sensitive_areas.geojson"
+)
+
+
+@dataclass(frozen=True, eq=False)
+class SensitiveArea:
+    """One feature of the sensitive-areas GeoJSON; rings hold (lon, lat) vertices."""
+
+    name: str
+    category: str
+    polygons: tuple[tuple[np.ndarray, ...], ...]
+
+    @property
+    def anchor(self) -> tuple[float, float]:
+        """(lat, lon) vertex mean of the first outer ring: inside a convex polygon."""
+        lon, lat = self.polygons[0][0][:-1].mean(axis=0)
+        return float(lat), float(lon)
+
+
+def load_sensitive_areas(path: Path | str) -> list[SensitiveArea]:
+    """Polygon and MultiPolygon features of a GeoJSON FeatureCollection."""
+    document = json.loads(Path(path).read_text(encoding="utf-8"))
+    areas = []
+    for number, feature in enumerate(document.get("features", []), start=1):
+        geometry, props = feature["geometry"], feature.get("properties") or {}
+        if geometry["type"] == "Polygon":
+            polygons = [geometry["coordinates"]]
+        elif geometry["type"] == "MultiPolygon":
+            polygons = geometry["coordinates"]
+        else:
+            raise ValueError(f"{path}: feature {number} is a {geometry['type']}, not a polygon")
+        rings = tuple(tuple(_closed_ring(ring) for ring in polygon) for polygon in polygons)
+        areas.append(
+            SensitiveArea(
+                name=str(props.get("name", f"area {number}")),
+                category=str(props.get("category", "unspecified")),
+                polygons=rings,
+            )
+        )
+    return areas
+
+
+def _closed_ring(ring: list[list[float]]) -> np.ndarray:
+    vertices = np.asarray(ring, dtype=np.float64)[:, :2]
+    if not np.array_equal(vertices[0], vertices[-1]):
+        vertices = np.vstack([vertices, vertices[:1]])
+    return vertices
+
+
+def in_sensitive_areas(
+    lat: np.ndarray, lon: np.ndarray, areas: Iterable[SensitiveArea]
+) -> np.ndarray:
+    """Boolean mask: which points fall inside any area (even-odd rule, so holes work)."""
+    lat, lon = np.asarray(lat, dtype=np.float64), np.asarray(lon, dtype=np.float64)
+    hit = np.zeros(lat.shape, dtype=bool)
+    for area in areas:
+        for rings in area.polygons:
+            inside = np.zeros(lat.shape, dtype=bool)
+            for ring in rings:
+                inside ^= _crossings_are_odd(lat, lon, ring)
+            hit |= inside
+    return hit
+
+
+def _crossings_are_odd(lat: np.ndarray, lon: np.ndarray, ring: np.ndarray) -> np.ndarray:
+    """Ray casting towards +lon: parity of the edges crossed, one edge at a time."""
+    odd = np.zeros(lat.shape, dtype=bool)
+    for (x0, y0), (x1, y1) in itertools.pairwise(ring):
+        spans = (y0 > lat) != (y1 > lat)  # False for horizontal edges: no division by zero
+        crossing_lon = x0 + (lat[spans] - y0) * (x1 - x0) / (y1 - y0)
+        odd[spans] ^= lon[spans] < crossing_lon
+    return odd

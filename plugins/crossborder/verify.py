@@ -1,0 +1,223 @@
+"""Independent proof that a staged partition is anonymized, before anything is encrypted.
+
+This step shares no code path with the transforms it checks (``anonymize``,
+``scrub``): it reads the staged files back and runs four checks of its own.
+
+1. The dataset's second Great Expectations suite, ``expectations/<dataset>.anonymized.json``,
+   written independently of the policy: only the allow-listed columns, pseudonym format,
+   coordinate and time precision, no personal-information shape in any string column.
+2. A full scan of every string column with the PII detectors (``crossborder.pii``).
+3. k-anonymity recomputed with pandas over the policy's quasi-identifiers.
+4. No exported position inside a sensitive area, tested with shapely.
+
+Any residue raises AnonymizationResidue naming the column, the detector and the count,
+never the value. Small k-anonymity groups that the policy sends to review are not a
+residue: the summary's status is then ``review`` and classify routes to CAC review.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from crossborder.errors import AnonymizationResidue, QualityFailed
+from crossborder.policy import Policy
+
+
+@dataclass(frozen=True)
+class Residue:
+    check: str  # suite, pii, k_anonymity, sensitive_areas
+    column: str | None
+    detector: str
+    count: int
+
+    def describe(self) -> str:
+        where = f"{self.column}: " if self.column else ""
+        return f"{where}{self.detector} in {self.count:,} rows ({self.check})"
+
+
+@dataclass(frozen=True)
+class Verification:
+    suite: dict[str, Any]
+    pii: dict[str, dict[str, int]]
+    k_anonymity: dict[str, Any] | None
+    sensitive_areas: dict[str, Any] | None
+    residues: tuple[Residue, ...]
+
+    @property
+    def status(self) -> str:
+        if self.residues:
+            return "failed"
+        if self.k_anonymity and self.k_anonymity["rows_below_k"]:
+            return "review"  # the policy sends small groups to CAC review
+        return "passed"
+
+    def summary(self) -> dict[str, Any]:
+        """What the ledger, XCom and the manifest keep: verdicts and counts, no values."""
+        return {
+            "status": self.status,
+            "suite": self.suite,
+            "pii": self.pii,
+            "k_anonymity": self.k_anonymity,
+            "sensitive_areas": self.sensitive_areas,
+            "residues": [asdict(r) for r in self.residues],
+        }
+
+
+def verify_partition(
+    policy: Policy, staged: dict[str, Any], report_dir: Path | None = None
+) -> Verification:
+    """Run every check on the staged files; raise AnonymizationResidue if any finds residue."""
+    dataset, day = staged["dataset"], staged["day"]
+    files = [f["path"] for f in staged["files"]]
+    suite, residues = _suite(dataset, day, files, report_dir)
+    pii = scan_files(files)
+    residues += [
+        Residue("pii", column, detector, count)
+        for column, found in pii.items()
+        for detector, count in found.items()
+        if count
+    ]
+    k_anonymity = check_k_anonymity(policy, files)
+    if k_anonymity and k_anonymity["rows_below_k"] and k_anonymity["on_small_groups"] != "review":
+        residues.append(
+            Residue(
+                "k_anonymity",
+                ",".join(k_anonymity["quasi_identifiers"]),
+                f"groups smaller than k={k_anonymity['k']}",
+                k_anonymity["rows_below_k"],
+            )
+        )
+    areas = check_sensitive_areas(policy, files)
+    if areas and areas["points_inside"]:
+        residues.append(
+            Residue("sensitive_areas", areas["columns"], "position in a sensitive area",
+                    areas["points_inside"])
+        )  # fmt: skip
+    result = Verification(suite, pii, k_anonymity, areas, tuple(residues))
+    if result.residues:
+        error = AnonymizationResidue(
+            "anonymization did not hold, nothing leaves China: "
+            + "; ".join(r.describe() for r in result.residues),
+            dataset=dataset,
+            day=day,
+        )
+        error.result = result.summary()
+        raise error
+    return result
+
+
+def _suite(
+    dataset: str, day: str, files: list[str], report_dir: Path | None
+) -> tuple[dict[str, Any], list[Residue]]:
+    """The anonymized-stage GX suite; a missing suite is a residue (fail closed)."""
+    from crossborder.quality import has_suite, validate_partition
+
+    if not has_suite(dataset, "anonymized"):
+        missing = Residue("suite", None, f"no expectations/{dataset}.anonymized.json", 1)
+        return {"status": "no_suite", "suite": None}, [missing]
+    try:
+        summary = validate_partition(
+            dataset, day, files, stage="anonymized", masked_columns=None, report_dir=report_dir
+        ).summary()
+    except QualityFailed as exc:
+        summary = exc.result or {"status": "failed", "critical": []}
+    failures = summary.get("critical", [])
+    residues = [
+        Residue("suite", f.get("column"), f["expectation"], f.get("unexpected_count") or 1)
+        for f in failures
+    ]
+    if summary.get("status") != "passed" and not residues:
+        residues.append(Residue("suite", None, "suite did not pass", 1))
+    summary = {**summary, "critical": [_without_samples(f) for f in failures]}
+    summary["warnings"] = [_without_samples(w) for w in summary.get("warnings", [])]
+    return summary, residues
+
+
+def _without_samples(failure: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in failure.items() if k != "sample"}
+
+
+def scan_files(files: list[str]) -> dict[str, dict[str, int]]:
+    """Rows with a PII finding, per string column and detector, over every row group."""
+    import pyarrow.parquet as pq
+
+    from crossborder import pii
+
+    totals: dict[str, dict[str, int]] = {}
+    for file in files:
+        staged = pq.ParquetFile(file)
+        for group in range(staged.num_row_groups):
+            for column, found in pii.scan_table(staged.read_row_group(group)).items():
+                into = totals.setdefault(column, dict.fromkeys(pii.DETECTORS, 0))
+                for detector, count in found.items():
+                    into[detector] += count
+    return totals
+
+
+def check_k_anonymity(policy: Policy, files: list[str]) -> dict[str, Any] | None:
+    """The smallest group over the quasi-identifiers (distinct subjects, or rows)."""
+    import pandas as pd
+    import pyarrow.parquet as pq
+
+    rules = policy.anonymity
+    if rules is None:
+        return None
+    qis = list(rules.quasi_identifiers)
+    columns = qis + ([rules.subject] if rules.subject else [])
+    frame = pd.concat(
+        [pq.read_table(f, columns=columns).to_pandas() for f in files], ignore_index=True
+    )
+    grouped = frame.groupby(qis, dropna=False, observed=True, sort=False)
+    rows = grouped.size()
+    sizes = grouped[rules.subject].nunique(dropna=False) if rules.subject else rows
+    small = sizes < rules.k
+    return {
+        "k": rules.k,
+        "quasi_identifiers": qis,
+        "subject": rules.subject,
+        "on_small_groups": rules.on_small_groups,
+        "k_achieved": int(sizes.min()) if len(sizes) else None,
+        "groups": len(sizes),
+        "groups_below_k": int(small.sum()),
+        "rows_below_k": int(rows[small].sum()),
+        "subjects": int(frame[rules.subject].nunique()) if rules.subject else None,
+    }
+
+
+def check_sensitive_areas(policy: Policy, files: list[str]) -> dict[str, Any] | None:
+    """Exported positions that fall inside (or on the edge of) a sensitive area."""
+    import numpy as np
+    import pyarrow.parquet as pq
+    import shapely
+
+    pair = policy.location_pair()
+    if pair is None or policy.sensitive_areas is None:
+        return None
+    lat_name, lon_name = pair[0].name, pair[1].name
+    areas = _areas(policy.sensitive_areas)
+    inside = 0
+    for file in files:
+        table = pq.read_table(file, columns=[lat_name, lon_name]).drop_null()
+        points = np.column_stack([table.column(lon_name), table.column(lat_name)])
+        unique, counts = np.unique(points, axis=0, return_counts=True)
+        hits = shapely.intersects_xy(areas, unique[:, 0], unique[:, 1])
+        inside += int(counts[hits].sum())
+    return {
+        "file": policy.sensitive_areas.name,
+        "columns": f"{lat_name},{lon_name}",
+        "points_inside": inside,
+    }
+
+
+def _areas(path: Path) -> Any:
+    """All polygons of the GeoJSON as one prepared shapely geometry."""
+    import shapely
+    from shapely.geometry import shape
+
+    document = json.loads(path.read_text(encoding="utf-8"))
+    union = shapely.union_all([shape(f["geometry"]) for f in document["features"]])
+    shapely.prepare(union)
+    return union
