@@ -80,7 +80,13 @@ _CONTEXTS: dict[str, tuple[str, ...]] = {
     "vin": ("车架号{}，", "VIN：{}", "chassis no. {} checked", "VIN{}已登记"),
     "email": ("报告已发至{}", "邮箱：{}。", "report sent to {}", "mail {}, thanks"),
     "coordinates": ("故障发生位置 {}", "拖车地点：{}", "stopped at {} on the ramp", "位置{}附近"),
-    "name": ("联系人：{}", "车主{}先生来店", "contact person: {}", "owner {} called", "由{}女士送修"),
+    "name": (
+        "联系人：{}",
+        "车主{}先生来店",
+        "contact person: {}",
+        "owner {} called",
+        "由{}女士送修",
+    ),
 }
 
 

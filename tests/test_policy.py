@@ -208,5 +208,5 @@ def test_missing_sensitive_areas_file_is_rejected(tmp_path):
 sensitive_areas: {file: nowhere.geojson}""",
     )
     _write(tmp_path, "sample", text)
-    with pytest.raises(PolicyInvalid, match="nowhere.geojson does not exist"):
+    with pytest.raises(PolicyInvalid, match=r"nowhere\.geojson does not exist"):
         load_policy("sample", tmp_path)

@@ -49,9 +49,15 @@ def _decided(env: LocalEnv, run_id: str = "run-1") -> SimpleNamespace:
     extracted = steps.extract(cfg, DATASET, DAY, run_id)
     quality = steps.validate(cfg, extracted, run_id)
     staged = steps.anonymize(cfg, extracted, run_id)
-    decision = steps.decide(cfg, DATASET, DAY, run_id, quality, staged)
+    verification = steps.verify(cfg, staged, run_id)
+    decision = steps.decide(cfg, DATASET, DAY, run_id, quality, staged, verification)
     return SimpleNamespace(
-        cfg=cfg, extracted=extracted, quality=quality, staged=staged, decision=decision
+        cfg=cfg,
+        extracted=extracted,
+        quality=quality,
+        staged=staged,
+        verification=verification,
+        decision=decision,
     )
 
 
@@ -68,6 +74,7 @@ def _run_cleared_path(env: LocalEnv, run_id: str) -> dict:
         objects,
         done.quality,
         done.staged,
+        done.verification,
         done.decision,
         done.extracted,
     )
@@ -105,7 +112,16 @@ def test_upload_and_publish_refuse_anything_not_cleared(env, route):
         steps.plan_upload(done.cfg, done.staged, forged)
     with pytest.raises(ExportRefused):
         steps.publish(
-            done.cfg, DATASET, DAY, "run-1", [], done.quality, done.staged, forged, done.extracted
+            done.cfg,
+            DATASET,
+            DAY,
+            "run-1",
+            [],
+            done.quality,
+            done.staged,
+            done.verification,
+            forged,
+            done.extracted,
         )
     assert _bucket_state(env) == {}
 
@@ -189,6 +205,7 @@ def test_run_killed_mid_upload_is_completed_by_the_next_run(env, tmp_path):
         "files": [
             {"name": plain.name, "path": str(plain), "rows": 24, "size": size, "sha256": digest}
         ],
+        "anonymization": {},
     }
     decision = {"route": "cleared", "policy_version": "sha256:test", "reasons": []}
     cfg = env.settings()
@@ -203,6 +220,7 @@ def test_run_killed_mid_upload_is_completed_by_the_next_run(env, tmp_path):
         objects,
         {"status": "passed"},
         staged,
+        {"status": "passed"},
         decision,
         {"rows": 24},
     )

@@ -2,10 +2,10 @@
 
 Only the columns the policy allows are written (allow-list); each goes through its
 transform. Files are processed row group by row group, so memory stays flat however
-large the partition is. Rows with a position inside a sensitive area are dropped; rows
-in k-anonymity groups smaller than k are suppressed in a second pass when the policy
-says so. Staged files are the exact plaintext that will be encrypted, and the returned
-evidence says what was done to them. Proving that it held is ``verify``'s job.
+large the partition is. Rows in a grid cell that overlaps a sensitive area are dropped;
+rows in k-anonymity groups smaller than k are suppressed in a second pass when the
+policy says so. Staged files are the exact plaintext that will be encrypted, and the
+returned evidence says what was done to them. Proving that it held is ``verify``'s job.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from crossborder.policy import TIME_UNITS, Anonymity, ColumnRule, Policy
 PSEUDONYM_BYTES = 16  # 128 bits of HMAC-SHA256: no collisions among any realistic fleet
 PSEUDONYM_LENGTH = 26  # base32 of 16 bytes, padding removed
 _ROW = "__row"
+_CELL_STRIDE = 1 << 32  # (lat cell, lon cell) packed into one int64 code
 
 
 @dataclass(frozen=True)
@@ -85,6 +86,7 @@ class _Run:
     policy: Policy
     key: bytes | None
     areas: list[Any]
+    blocked_cells: Any = None  # codes of the grid cells that overlap a sensitive area
     pseudonyms: dict[tuple[str, str], str] = field(default_factory=dict)
     scrubbed: Counter[str] = field(default_factory=Counter)
     rows_in_sensitive_areas: int = 0
@@ -180,7 +182,7 @@ def anonymize_partition(
             stale.unlink()
     extract.check_unchanged()
     areas = load_sensitive_areas(policy.sensitive_areas) if policy.sensitive_areas else []
-    run = _Run(policy, pseudonym_key, areas)
+    run = _Run(policy, pseudonym_key, areas, _blocked_cells(policy, areas))
     paths = [out_dir / f.name for f in extract.files]
     for source, target in zip(extract.files, paths, strict=True):
         _stage_file(run, extract, Path(source.path), target)
@@ -194,6 +196,18 @@ def anonymize_partition(
         files=files,
         anonymization=_evidence(run, k_evidence),
     )
+
+
+def _blocked_cells(policy: Policy, areas: list[Any]) -> Any:
+    import numpy as np
+
+    from crossborder.geo import cells_touching
+
+    pair = policy.location_pair()
+    if not areas or pair is None:
+        return None
+    cells = cells_touching(areas, pair[0].options["grid_deg"])
+    return np.array([i * _CELL_STRIDE + j for i, j in cells], dtype=np.int64)
 
 
 def _describe(path: Path) -> StagedFile:
@@ -211,6 +225,7 @@ def _evidence(run: _Run, k_evidence: dict[str, Any] | None) -> dict[str, Any]:
             "file": policy.sensitive_areas.name,
             "sha256": sha256_file(policy.sensitive_areas)[0],
             "areas": len(run.areas),
+            "cells_withheld": 0 if run.blocked_cells is None else len(run.blocked_cells),
             "rows_dropped": run.rows_in_sensitive_areas,
         }
     return {
@@ -280,18 +295,20 @@ def _apply(run: _Run, table: Any) -> Any:
 
 
 def _in_sensitive_areas(run: _Run, table: Any) -> Any:
-    """Rows whose position, raw or generalized, lies inside a sensitive area."""
-    from crossborder.geo import in_sensitive_areas
+    """Rows whose grid cell overlaps a sensitive area: no exported cell touches one."""
+    import numpy as np
+
+    from crossborder.geo import cell_index
 
     pair = run.policy.location_pair()
-    if not run.areas or pair is None:
+    if run.blocked_cells is None or pair is None:
         return None
     lat_rule, lon_rule = pair
-    lat, lon = table.column(lat_rule.name).to_numpy(), table.column(lon_rule.name).to_numpy()
     grid = lat_rule.options["grid_deg"]
-    return in_sensitive_areas(lat, lon, run.areas) | in_sensitive_areas(
-        _grid(lat, grid), _grid(lon, grid), run.areas
+    rows = cell_index(table.column(lat_rule.name).to_numpy(), grid) * _CELL_STRIDE + cell_index(
+        table.column(lon_rule.name).to_numpy(), grid
     )
+    return np.isin(rows, run.blocked_cells)
 
 
 # --- k-anonymity --------------------------------------------------------------------------

@@ -88,3 +88,68 @@ def _crossings_are_odd(lat: np.ndarray, lon: np.ndarray, ring: np.ndarray) -> np
         crossing_lon = x0 + (lat[spans] - y0) * (x1 - x0) / (y1 - y0)
         odd[spans] ^= lon[spans] < crossing_lon
     return odd
+
+
+def cell_index(degrees: np.ndarray, grid_deg: float) -> np.ndarray:
+    """Index of the grid cell [i * grid, (i + 1) * grid) holding each coordinate."""
+    return np.floor(np.asarray(degrees, dtype=np.float64) / grid_deg + 1e-9).astype(np.int64)
+
+
+def cells_touching(areas: Iterable[SensitiveArea], grid_deg: float) -> set[tuple[int, int]]:
+    """(lat, lon) indices of every grid cell that overlaps an area, even by a sliver."""
+    cells = set()
+    for area in areas:
+        for rings in area.polygons:
+            (lon0, lat0), (lon1, lat1) = rings[0].min(axis=0), rings[0].max(axis=0)
+            for i in range(*_index_span(lat0, lat1, grid_deg)):
+                for j in range(*_index_span(lon0, lon1, grid_deg)):
+                    if _cell_overlaps(rings, i * grid_deg, j * grid_deg, grid_deg):
+                        cells.add((i, j))
+    return cells
+
+
+def _index_span(low: float, high: float, grid_deg: float) -> tuple[int, int]:
+    return int(cell_index(np.array([low]), grid_deg)[0]), int(
+        cell_index(np.array([high]), grid_deg)[0] + 1
+    )
+
+
+def _cell_overlaps(rings: tuple[np.ndarray, ...], lat: float, lon: float, size: float) -> bool:
+    """A cell overlaps a polygon if a corner (or its centre) is inside, or an edge crosses it."""
+    probe_lat = np.array([lat, lat, lat + size, lat + size, lat + size / 2])
+    probe_lon = np.array([lon, lon + size, lon, lon + size, lon + size / 2])
+    inside = np.zeros(5, dtype=bool)
+    for ring in rings:
+        inside ^= _crossings_are_odd(probe_lat, probe_lon, ring)
+    if inside.any():
+        return True
+    box = (lon, lat, lon + size, lat + size)
+    return any(
+        _segment_meets_box(start, end, box)
+        for ring in rings
+        for start, end in itertools.pairwise(ring)
+    )
+
+
+def _segment_meets_box(start: np.ndarray, end: np.ndarray, box: tuple[float, ...]) -> bool:
+    """Liang-Barsky clipping: does the segment pass through the (closed) box?"""
+    (x0, y0), (dx, dy) = start, end - start
+    low, high = 0.0, 1.0
+    for step, distance in (
+        (-dx, x0 - box[0]),
+        (dx, box[2] - x0),
+        (-dy, y0 - box[1]),
+        (dy, box[3] - y0),
+    ):
+        if step == 0:
+            if distance < 0:
+                return False
+            continue
+        ratio = distance / step
+        if step < 0:
+            low = max(low, ratio)
+        else:
+            high = min(high, ratio)
+        if low > high:
+            return False
+    return True

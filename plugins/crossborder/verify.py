@@ -8,7 +8,7 @@ This step shares no code path with the transforms it checks (``anonymize``,
    coordinate and time precision, no personal-information shape in any string column.
 2. A full scan of every string column with the PII detectors (``crossborder.pii``).
 3. k-anonymity recomputed with pandas over the policy's quasi-identifiers.
-4. No exported position inside a sensitive area, tested with shapely.
+4. No exported grid cell overlapping a sensitive area, tested with shapely.
 
 Any residue raises AnonymizationResidue naming the column, the detector and the count,
 never the value. Small k-anonymity groups that the policy sends to review are not a
@@ -93,7 +93,7 @@ def verify_partition(
     areas = check_sensitive_areas(policy, files)
     if areas and areas["points_inside"]:
         residues.append(
-            Residue("sensitive_areas", areas["columns"], "position in a sensitive area",
+            Residue("sensitive_areas", areas["columns"], "cell overlapping a sensitive area",
                     areas["points_inside"])
         )  # fmt: skip
     result = Verification(suite, pii, k_anonymity, areas, tuple(residues))
@@ -188,7 +188,7 @@ def check_k_anonymity(policy: Policy, files: list[str]) -> dict[str, Any] | None
 
 
 def check_sensitive_areas(policy: Policy, files: list[str]) -> dict[str, Any] | None:
-    """Exported positions that fall inside (or on the edge of) a sensitive area."""
+    """Exported grid cells (value to value + grid) that overlap a sensitive area."""
     import numpy as np
     import pyarrow.parquet as pq
     import shapely
@@ -197,14 +197,15 @@ def check_sensitive_areas(policy: Policy, files: list[str]) -> dict[str, Any] | 
     if pair is None or policy.sensitive_areas is None:
         return None
     lat_name, lon_name = pair[0].name, pair[1].name
+    grid = pair[0].options["grid_deg"]
     areas = _areas(policy.sensitive_areas)
     inside = 0
     for file in files:
         table = pq.read_table(file, columns=[lat_name, lon_name]).drop_null()
         points = np.column_stack([table.column(lon_name), table.column(lat_name)])
-        unique, counts = np.unique(points, axis=0, return_counts=True)
-        hits = shapely.intersects_xy(areas, unique[:, 0], unique[:, 1])
-        inside += int(counts[hits].sum())
+        cells, counts = np.unique(points, axis=0, return_counts=True)
+        boxes = shapely.box(cells[:, 0], cells[:, 1], cells[:, 0] + grid, cells[:, 1] + grid)
+        inside += int(counts[shapely.intersects(boxes, areas)].sum())
     return {
         "file": policy.sensitive_areas.name,
         "columns": f"{lat_name},{lon_name}",

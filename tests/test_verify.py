@@ -1,0 +1,156 @@
+"""The independent verification catches what a broken transform or policy lets through."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import shutil
+from datetime import date
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from crossborder import anonymize, synthetic
+from crossborder.classify import classify
+from crossborder.errors import AnonymizationResidue
+from crossborder.extract import extract_partition
+from crossborder.policy import load_policy, policies_dir
+from crossborder.quality import suite_path
+from crossborder.verify import verify_partition
+
+DAY = date(2026, 11, 23)
+KEY = secrets.token_bytes(32)
+ROWS = {"vehicle_telemetry": 20_000, "diagnostics": 3_000, "adas_events": 2_000}
+
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory):
+    root = tmp_path_factory.mktemp("verify_src")
+    for dataset, rows in ROWS.items():
+        synthetic.generate_partition(root, dataset, DAY, rows=rows, seed=9)
+    return root
+
+
+def _staged(source: Path, staging: Path, dataset: str, policy=None) -> dict:
+    found = extract_partition(source, dataset, str(DAY))
+    staged = anonymize.anonymize_partition(policy or load_policy(dataset), found, staging, KEY)
+    return {"status": "staged", **staged.to_dict()}
+
+
+def _residue(policy, staged) -> AnonymizationResidue:
+    with pytest.raises(AnonymizationResidue) as caught:
+        verify_partition(policy, staged)
+    return caught.value
+
+
+def _vins(source: Path, dataset: str) -> list[str]:
+    return pq.read_table(source / dataset, columns=["vin"])["vin"].unique().to_pylist()
+
+
+@pytest.mark.parametrize("dataset", ["vehicle_telemetry", "diagnostics"])
+def test_correct_anonymization_passes_every_check(source, tmp_path, dataset):
+    policy = load_policy(dataset)
+    staged = _staged(source, tmp_path, dataset)
+    summary = verify_partition(policy, staged, tmp_path / "report").summary()
+    assert summary["status"] == "passed" and summary["residues"] == []
+    assert summary["suite"]["status"] == "passed"
+    assert summary["suite"]["suite"] == f"{dataset}.anonymized"
+    schema = pq.read_schema(staged["files"][0]["path"])
+    assert set(summary["pii"]) == {f.name for f in schema if f.type == "string"}
+    assert all(n == 0 for found in summary["pii"].values() for n in found.values())
+    assert summary["k_anonymity"]["k_achieved"] >= 5
+    assert summary["k_anonymity"]["rows_below_k"] == 0
+    assert (tmp_path / "report" / "index.html").is_file()
+
+
+def test_transform_bug_that_leaves_vins_is_caught_and_names_column_and_count(
+    source, tmp_path, monkeypatch
+):
+    monkeypatch.setitem(anonymize.TRANSFORMS, "pseudonymize", anonymize.TRANSFORMS["keep"])
+    policy = load_policy("diagnostics")
+    staged = _staged(source, tmp_path, "diagnostics")
+    error = _residue(policy, staged)
+    residues = {
+        (r["check"], r["column"], r["detector"]): r["count"] for r in error.result["residues"]
+    }
+    assert residues[("pii", "vin", "vin")] == staged["rows"]  # every row holds a real VIN
+    assert ("suite", "vin", "expect_column_values_to_match_regex") in residues
+    assert f"vin: vin in {staged['rows']:,} rows (pii)" in str(error)
+    assert "dataset diagnostics, day 2026-11-23" in str(error)
+    text = str(error) + json.dumps(error.result)
+    assert not any(vin in text for vin in _vins(source, "diagnostics"))  # counts, never values
+    # classify never clears what failed verification
+    staged = {
+        "status": "staged",
+        "policy_version": policy.version,
+        "columns": policy.exported_columns,
+    }
+    decision = classify(policy, {"status": "passed"}, staged, error.result)
+    assert decision.route == "blocked"
+
+
+def test_policy_that_forgets_to_pseudonymize_vin_is_caught(source, tmp_path):
+    folder = tmp_path / "policies"
+    shutil.copytree(policies_dir(), folder)
+    path = folder / "vehicle_telemetry.yaml"
+    text = path.read_text()
+    wrong = text.replace(
+        "vin:              {class: personal, transform: pseudonymize, options: {namespace: vin}}",
+        "vin:              {class: none, transform: keep}",
+    ).replace("subject: vin", "subject: trip_id")
+    assert wrong != text
+    path.write_text(wrong)
+    policy = load_policy("vehicle_telemetry", folder)  # a valid policy, wrongly classified
+    error = _residue(policy, _staged(source, tmp_path / "stg", "vehicle_telemetry", policy))
+    checks = {(r["check"], r["column"]) for r in error.result["residues"]}
+    assert ("pii", "vin") in checks and ("suite", "vin") in checks
+
+
+def test_scrub_bug_leaves_personal_information_in_notes(source, tmp_path, monkeypatch):
+    monkeypatch.setitem(anonymize.TRANSFORMS, "scrub_text", anonymize.TRANSFORMS["keep"])
+    error = _residue(load_policy("diagnostics"), _staged(source, tmp_path, "diagnostics"))
+    found = {r["detector"] for r in error.result["residues"] if r["column"] == "technician_notes"}
+    assert {"mobile", "resident_id", "vin", "email", "plate"} <= found
+    assert error.result["pii"]["technician_notes"]["mobile"] > 0
+
+
+def test_skipped_k_anonymity_suppression_is_caught(source, tmp_path, monkeypatch):
+    monkeypatch.setattr(
+        anonymize, "_suppress", lambda path, keys: 0
+    )  # the suppression pass "forgets" to remove rows
+    error = _residue(
+        load_policy("vehicle_telemetry"), _staged(source, tmp_path, "vehicle_telemetry")
+    )
+    (found,) = [r for r in error.result["residues"] if r["check"] == "k_anonymity"]
+    assert found["column"] == "event_time,lat_gcj02,lon_gcj02" and found["count"] > 0
+    assert error.result["k_anonymity"]["k_achieved"] < 5
+
+
+def test_positions_inside_sensitive_areas_are_caught(source, tmp_path, monkeypatch):
+    monkeypatch.setattr(anonymize, "_in_sensitive_areas", lambda run, table: None)
+    error = _residue(
+        load_policy("vehicle_telemetry"), _staged(source, tmp_path, "vehicle_telemetry")
+    )
+    (found,) = [r for r in error.result["residues"] if r["check"] == "sensitive_areas"]
+    assert found["count"] > 0 and found["column"] == "lat_gcj02,lon_gcj02"
+
+
+def test_small_groups_sent_to_review_route_the_partition_to_cac_review(source, tmp_path):
+    policy = load_policy("adas_events")
+    assert policy.anonymity.on_small_groups == "review"
+    staged = _staged(source, tmp_path, "adas_events")
+    summary = verify_partition(policy, staged).summary()
+    assert summary["status"] == "review" and summary["k_anonymity"]["rows_below_k"] > 0
+    decision = classify(policy, {"status": "passed"}, staged, summary)
+    assert decision.route == "cac_review"
+    assert {r.rule for r in decision.reasons} == {"rules.important_data", "anonymity.k"}
+
+
+def test_missing_anonymized_suite_fails_closed(source, tmp_path, monkeypatch):
+    empty = tmp_path / "expectations"
+    empty.mkdir()
+    shutil.copy(suite_path("diagnostics", "raw"), empty)
+    monkeypatch.setenv("CROSSBORDER_EXPECTATIONS_DIR", str(empty))
+    error = _residue(load_policy("diagnostics"), _staged(source, tmp_path, "diagnostics"))
+    assert "no expectations/diagnostics.anonymized.json" in str(error)
