@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import signal
 import subprocess
@@ -17,10 +18,10 @@ from zoneinfo import ZoneInfo
 import pytest
 from conftest import write_parquet
 
-from crossborder import landing, ledger, receive, steps, synthetic
+from crossborder import landing, ledger, pii, receive, steps, synthetic
 from crossborder.anonymize import staging_path
 from crossborder.digest import sha256_file
-from crossborder.errors import ExportRefused, KeyUnavailable
+from crossborder.errors import AnonymizationResidue, ExportRefused, KeyUnavailable
 from crossborder.localenv import US_BUCKET, LocalEnv
 
 DATASET = "production_quality"
@@ -43,14 +44,14 @@ def _bucket_exists(s3) -> bool:
     return US_BUCKET in {b["Name"] for b in s3.list_buckets().get("Buckets", [])}
 
 
-def _decided(env: LocalEnv, run_id: str = "run-1") -> SimpleNamespace:
+def _decided(env: LocalEnv, run_id: str = "run-1", dataset: str = DATASET) -> SimpleNamespace:
     """The steps up to the route decision, as the DAG runs them; their outputs by name."""
     cfg = env.settings()
-    extracted = steps.extract(cfg, DATASET, DAY, run_id)
+    extracted = steps.extract(cfg, dataset, DAY, run_id)
     quality = steps.validate(cfg, extracted, run_id)
     staged = steps.anonymize(cfg, extracted, run_id)
     verification = steps.verify(cfg, staged, run_id)
-    decision = steps.decide(cfg, DATASET, DAY, run_id, quality, staged, verification)
+    decision = steps.decide(cfg, dataset, DAY, run_id, quality, staged, verification)
     return SimpleNamespace(
         cfg=cfg,
         extracted=extracted,
@@ -61,14 +62,14 @@ def _decided(env: LocalEnv, run_id: str = "run-1") -> SimpleNamespace:
     )
 
 
-def _run_cleared_path(env: LocalEnv, run_id: str) -> dict:
+def _run_cleared_path(env: LocalEnv, run_id: str, dataset: str = DATASET) -> dict:
     """Every step of the cleared route, as the DAG runs them."""
-    done = _decided(env, run_id)
+    done = _decided(env, run_id, dataset)
     parts = steps.plan_upload(done.cfg, done.staged, done.decision)
     objects = [steps.upload_part(done.cfg, part) for part in parts]
     return steps.publish(
         done.cfg,
-        DATASET,
+        dataset,
         DAY,
         run_id,
         objects,
@@ -292,3 +293,52 @@ def test_quality_warnings_travel_in_the_manifest_and_the_export_goes_on(env):
     row = ledger.latest_attempt(ledger.connect(env.ledger_url), DATASET, DAY)
     assert row["state"] == "exported"
     assert row["quality"]["warnings"][0]["sample"] == [-5.0]
+
+
+def test_telemetry_leaves_anonymized_with_its_evidence_in_manifest_and_ledger(env):
+    synthetic.generate_partition(
+        env.source, "vehicle_telemetry", date.fromisoformat(DAY), rows=20_000
+    )
+    result = _run_cleared_path(env, "run-1", "vehicle_telemetry")
+    assert result["route"] == "cleared"
+    manifest = json.loads(
+        landing.get_bytes(
+            env.s3_client(), US_BUCKET, landing.manifest_key("vehicle_telemetry", DAY)
+        )
+    )
+    evidence = manifest["anonymization"]
+    assert evidence["policy_version"] == manifest["policy_version"]
+    assert evidence["columns"]["vin"]["transform"] == "pseudonymize"
+    assert evidence["columns"]["lat_gcj02"]["options"]["grid_deg"] == 0.05
+    verification = evidence["verification"]
+    assert verification["status"] == "passed"
+    assert set(verification["pii"]["vin"]) == set(pii.DETECTORS)
+    assert verification["k_anonymity"]["k_achieved"] >= 5
+    assert (
+        evidence["k_anonymity"]["rows_suppressed"]
+        + manifest["rows_out"]
+        + (evidence["sensitive_areas"]["rows_dropped"])
+        == manifest["rows_in"]
+    )
+    key = env.key("pseudonymization.key").decode()
+    assert key not in json.dumps(manifest)
+    row = ledger.latest_attempt(ledger.connect(env.ledger_url), "vehicle_telemetry", DAY)
+    assert row["anonymization"]["verification"] == verification
+    assert row["state"] == "exported"
+
+
+def test_residue_fails_the_verify_step_records_why_and_nothing_leaves(env, monkeypatch):
+    from crossborder import anonymize
+
+    monkeypatch.setitem(anonymize.TRANSFORMS, "pseudonymize", anonymize.TRANSFORMS["keep"])
+    synthetic.generate_partition(env.source, "diagnostics", date.fromisoformat(DAY), rows=500)
+    cfg = env.settings()
+    extracted = steps.extract(cfg, "diagnostics", DAY, "run-1")
+    steps.validate(cfg, extracted, "run-1")
+    staged = steps.anonymize(cfg, extracted, "run-1")
+    with pytest.raises(AnonymizationResidue, match="vin: vin in"):
+        steps.verify(cfg, staged, "run-1")
+    row = ledger.latest_attempt(ledger.connect(env.ledger_url), "diagnostics", DAY)
+    assert row["state"] == "failed" and row["error"].startswith("anonymization_residue:")
+    assert row["anonymization"]["verification"]["status"] == "failed"
+    assert _bucket_state(env) == {}

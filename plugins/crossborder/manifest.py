@@ -20,6 +20,10 @@ Fields (version 1)::
     rows_in, rows_out rows extracted / rows exported (rows_out == sum of objects' rows)
     quality           {suite name: result}, e.g. {"vehicle_telemetry.raw": {"success": true}}
     approvals         [{"by", "at", "cac_reference"}, ...]; at least one for cac_review
+    anonymization     evidence: {"policy_version", "columns": {name: {"class", "transform",
+                       "options"}}, "pseudonym_key_id", "scrubbed": {kind: rows},
+                       "sensitive_areas", "k_anonymity", "verification": {"status",
+                       "suite", "pii": {column: {detector: rows}}, "k_anonymity", ...}}
     encryption        {"format": "aws-encryption-sdk-message", "algorithm", "frame_length",
                        "key_provider", "key_id", "wrapping"}
     objects           [{"key", "part", "size", "sha256", "plaintext_size",
@@ -106,6 +110,7 @@ def build_manifest(
     objects: list[dict],
     encryption: dict,
     approvals: list[dict] | None = None,
+    anonymization: dict | None = None,
     extra: dict | None = None,
     created_at: str | None = None,
 ) -> dict:
@@ -123,6 +128,7 @@ def build_manifest(
         "rows_out": rows_out,
         "quality": quality,
         "approvals": list(approvals or []),
+        "anonymization": dict(anonymization or {}),
         "encryption": dict(encryption),
         "objects": sorted((dict(o) for o in objects), key=lambda o: o.get("part", "")),
         "extra": dict(extra or {}),
@@ -184,8 +190,9 @@ def manifest_problems(manifest: dict, *, dataset: str, day: str) -> list[str]:
         problems.append(f"dataset {manifest['dataset']!r} does not match its location {dataset!r}")
     if manifest["partition_date"] != day:
         problems.append(f"partition_date {manifest['partition_date']!r} does not match {day!r}")
-    if not isinstance(manifest.get("extra", {}), dict):
-        problems.append("extra must be an object")
+    for optional in ("extra", "anonymization"):
+        if not isinstance(manifest.get(optional, {}), dict):
+            problems.append(f"{optional} must be an object")
     problems += _route_problems(manifest["route"], manifest["approvals"])
     problems += _field_problems(manifest["encryption"], _ENCRYPTION, "encryption.")
     problems += _objects_problems(manifest["objects"], manifest["rows_out"])

@@ -304,11 +304,8 @@ def publish(
         quality=for_manifest(quality),
         objects=objects,
         encryption=crypto.encryption_info(public),
-        extra={
-            "reasons": decision["reasons"],
-            "columns": staged["columns"],
-            "anonymization": {**staged["anonymization"], "verification": verification},
-        },
+        anonymization={**staged["anonymization"], "verification": verification},
+        extra={"reasons": decision["reasons"], "columns": staged["columns"]},
     )
     published = landing.publish_manifest(
         settings.s3_client(), settings.us_bucket, dataset, day, manifest, signing
