@@ -3,17 +3,16 @@
     PYTHONPATH=plugins .venv/bin/python scripts/bench_pipeline.py [--rows 5000000]
 
 Runs the project's own step functions (the ones the DAG tasks call) on a telemetry
-partition against a real S3 API on loopback, and prints each step's seconds and its
-share of the whole. Telemetry's real policy is still a draft, so the run uses a
-bench-only policy that exports the non-personal columns unchanged (personal ones are
-dropped): the same bytes flow through the same steps. Absolute seconds depend on the
-machine; the shares are the figures to compare.
+partition with its real policy against a real S3 API on loopback, and prints each
+step's seconds, its share of the whole, rows per second and the process's peak
+resident memory once the step is done. Absolute seconds depend on the machine; the
+shares are the figures to compare.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
+import resource
 import shutil
 import tempfile
 import time
@@ -24,48 +23,34 @@ from typing import Any
 
 from crossborder import steps, synthetic
 from crossborder.localenv import LocalEnv, start_s3_server
-from crossborder.policy import REPO_ROOT
 
 DATASET = "vehicle_telemetry"
 DAY = date(2026, 11, 23)
 
 
-def _bench_policy(folder: Path) -> None:
-    """Telemetry's policy, active, with every personal column dropped."""
-    text = (REPO_ROOT / "policies" / f"{DATASET}.yaml").read_text(encoding="utf-8")
-    lines = []
-    for line in text.splitlines():
-        if line.startswith("status:"):
-            line = "status: active"
-        elif "class: personal" in line or "class: sensitive_personal" in line:
-            name = line.split(":")[0]
-            line = f"{name}: {{class: personal, transform: drop}}"
-        lines.append(line)
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / f"{DATASET}.yaml").write_text("\n".join(lines) + "\n", encoding="utf-8")
-
-
-def _timed(timings: dict[str, float], name: str, action: Callable[[], Any]) -> Any:
+def _timed(timings: dict[str, tuple[float, int]], name: str, action: Callable[[], Any]) -> Any:
     started = time.perf_counter()
     result = action()
-    timings[name] = time.perf_counter() - started
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # kB on Linux
+    timings[name] = (time.perf_counter() - started, peak)
     return result
 
 
-def run(rows: int, workdir: Path) -> dict[str, float]:
+def run(rows: int, workdir: Path) -> dict[str, tuple[float, int]]:
     server, endpoint = start_s3_server()
     try:
         env = LocalEnv(workdir, endpoint)
         env.prepare()
         synthetic.generate_partition(env.source, DATASET, DAY, rows=rows)
-        _bench_policy(workdir / "policies")
-        os.environ["CROSSBORDER_POLICIES_DIR"] = str(workdir / "policies")
         cfg, day, run_id, t = env.settings(), str(DAY), "bench", {}
         extracted = _timed(t, "extract", lambda: steps.extract(cfg, DATASET, day, run_id))
         quality = _timed(t, "validate", lambda: steps.validate(cfg, extracted, run_id))
         staged = _timed(t, "anonymize", lambda: steps.anonymize(cfg, extracted, run_id))
+        verification = _timed(t, "verify", lambda: steps.verify(cfg, staged, run_id))
         decision = _timed(
-            t, "classify", lambda: steps.decide(cfg, DATASET, day, run_id, quality, staged)
+            t,
+            "classify",
+            lambda: steps.decide(cfg, DATASET, day, run_id, quality, staged, verification),
         )
         parts = _timed(t, "plan_upload", lambda: steps.plan_upload(cfg, staged, decision))
         objects = _timed(t, "encrypt+upload", lambda: [steps.upload_part(cfg, p) for p in parts])
@@ -73,7 +58,16 @@ def run(rows: int, workdir: Path) -> dict[str, float]:
             t,
             "publish",
             lambda: steps.publish(
-                cfg, DATASET, day, run_id, objects, quality, staged, decision, extracted
+                cfg,
+                DATASET,
+                day,
+                run_id,
+                objects,
+                quality,
+                staged,
+                verification,
+                decision,
+                extracted,
             ),
         )
         assert decision["route"] == "cleared", decision
@@ -91,10 +85,15 @@ def main() -> None:
         timings = run(rows, workdir)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-    total = sum(timings.values())
+    total = sum(seconds for seconds, _ in timings.values())
     print(f"{DATASET}, {rows:,} rows: whole pipeline {total:.1f} s")
-    for name, seconds in timings.items():
-        print(f"  {name:<15} {seconds:8.2f} s  {seconds / total:6.1%}")
+    print(f"  {'step':<15} {'seconds':>8}  {'share':>6}  {'rows/s':>11}  peak RSS so far")
+    for name, (seconds, peak) in timings.items():
+        rate = rows / seconds if seconds else float("inf")
+        print(
+            f"  {name:<15} {seconds:8.2f}  {seconds / total:6.1%}  {rate:11,.0f}"
+            f"  {peak / 2**30:.2f} GiB"
+        )
 
 
 if __name__ == "__main__":

@@ -78,16 +78,15 @@ def _latest(env: LocalEnv, dataset: str, day: date) -> dict:
     return ledger.latest_attempt(ledger.connect(env.ledger_url), dataset, day.isoformat())
 
 
+EXPORTED = ("production_quality", "owner_profiles", "vehicle_telemetry", "adas_events")
+
+
 @pytest.fixture(scope="module")
 def exported_day(env):
-    """production_quality and owner_profiles for DAY, exported once by the daily DAGs."""
-    for dataset in ("production_quality", "owner_profiles"):
+    """Four datasets for DAY, one of each route, exported once by the daily DAGs."""
+    for dataset in EXPORTED:
         synthetic.generate_partition(env.source, dataset, DAY, rows=3000, rows_per_file=1000)
-    outcomes = {
-        dataset: _dags_test(env, f"cn_export_{dataset}", _logical(DAY))
-        for dataset in ("production_quality", "owner_profiles")
-    }
-    return outcomes
+    return {dataset: _dags_test(env, f"cn_export_{dataset}", _logical(DAY)) for dataset in EXPORTED}
 
 
 def test_cleared_dataset_is_exported_with_a_signed_manifest(env, exported_day):
@@ -111,6 +110,31 @@ def test_draft_policy_fails_closed_and_nothing_leaves(env, exported_day):
     row = _latest(env, "owner_profiles", DAY)
     assert (row["state"], row["route"], row["rows_out"]) == ("blocked", "blocked", 0)
     assert "no complete policy yet" in row["reasons"][0]["text"]
+
+
+def test_telemetry_leaves_pseudonymized_with_verification_evidence(env, exported_day):
+    code, log = exported_day["vehicle_telemetry"]
+    assert code == 0, log[-3000:]
+    row = _latest(env, "vehicle_telemetry", DAY)
+    assert (row["state"], row["route"]) == ("exported", "cleared")
+    assert row["reasons"][0]["rule"] == "rules.lingang.anonymized"
+    verification = row["anonymization"]["verification"]
+    assert verification["status"] == "passed" and verification["residues"] == []
+    staged = pq.read_table(env.staging / "vehicle_telemetry" / f"dt={DAY}")
+    source = pq.read_table(env.source / "vehicle_telemetry" / f"dt={DAY}")
+    assert not set(staged["vin"].to_pylist()) & set(source["vin"].to_pylist())
+    assert f"{partition_prefix('vehicle_telemetry', DAY)}manifest.json" in _keys(
+        env, "vehicle_telemetry", DAY
+    )
+
+
+def test_important_data_waits_for_review_and_nothing_leaves(env, exported_day):
+    code, log = exported_day["adas_events"]
+    assert code == 0, log[-3000:]  # the daily run ends green
+    assert _keys(env, "adas_events", DAY) == {}
+    row = _latest(env, "adas_events", DAY)
+    assert (row["state"], row["route"], row["rows_out"]) == ("awaiting_review", "cac_review", 0)
+    assert "rules.important_data" in {r["rule"] for r in row["reasons"]}
 
 
 def test_us_side_receives_byte_exact_plaintext_and_china_reconciles(env, exported_day):
