@@ -126,6 +126,10 @@ def test_telemetry_leaves_pseudonymized_with_verification_evidence(env, exported
     assert f"{partition_prefix('vehicle_telemetry', DAY)}manifest.json" in _keys(
         env, "vehicle_telemetry", DAY
     )
+    key = env.key("pseudonymization.key").decode()
+    assert key not in log  # the run's whole output, every task's log lines included
+    task_logs = [p for p in (env.airflow_home / "logs").rglob("*") if p.is_file()]
+    assert not any(key in p.read_text(errors="replace") for p in task_logs)
 
 
 def test_important_data_waits_for_review_and_nothing_leaves(env, exported_day):

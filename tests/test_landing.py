@@ -114,7 +114,9 @@ def test_manifest_bytes_are_canonical_and_round_trip():
     manifest = _valid_manifest()
     data = manifest_bytes(manifest)
     assert data == manifest_bytes(dict(reversed(list(manifest.items()))))
-    assert data.endswith(b"}\n") and data.startswith(b'{\n  "anonymization": {},\n  "approvals": []')
+    assert data.endswith(b"}\n") and data.startswith(
+        b'{\n  "anonymization": {},\n  "approvals": []'
+    )
     assert parse_manifest(data, dataset=DATASET, day=DAY) == manifest
     assert manifest["manifest_version"] == 1 and manifest["extra"] == {}
     assert "created_at" in _valid_manifest(created_at=None)

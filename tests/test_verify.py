@@ -38,9 +38,9 @@ def _staged(source: Path, staging: Path, dataset: str, policy=None) -> dict:
     return {"status": "staged", **staged.to_dict()}
 
 
-def _residue(policy, staged) -> AnonymizationResidue:
+def _residue(policy, staged, report_dir: Path | None = None) -> AnonymizationResidue:
     with pytest.raises(AnonymizationResidue) as caught:
-        verify_partition(policy, staged)
+        verify_partition(policy, staged, report_dir)
     return caught.value
 
 
@@ -70,7 +70,7 @@ def test_transform_bug_that_leaves_vins_is_caught_and_names_column_and_count(
     monkeypatch.setitem(anonymize.TRANSFORMS, "pseudonymize", anonymize.TRANSFORMS["keep"])
     policy = load_policy("diagnostics")
     staged = _staged(source, tmp_path, "diagnostics")
-    error = _residue(policy, staged)
+    error = _residue(policy, staged, tmp_path / "report")
     residues = {
         (r["check"], r["column"], r["detector"]): r["count"] for r in error.result["residues"]
     }
@@ -78,7 +78,9 @@ def test_transform_bug_that_leaves_vins_is_caught_and_names_column_and_count(
     assert ("suite", "vin", "expect_column_values_to_match_regex") in residues
     assert f"vin: vin in {staged['rows']:,} rows (pii)" in str(error)
     assert "dataset diagnostics, day 2026-11-23" in str(error)
-    text = str(error) + json.dumps(error.result)
+    reports = "".join(p.read_text() for p in (tmp_path / "report").glob("*.html"))
+    assert "[redacted]" in reports  # the Data Docs pages show no sample either
+    text = str(error) + json.dumps(error.result) + reports
     assert not any(vin in text for vin in _vins(source, "diagnostics"))  # counts, never values
     # classify never clears what failed verification
     staged = {

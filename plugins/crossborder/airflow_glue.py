@@ -36,6 +36,17 @@ def _pem(name: str) -> bytes | None:
     return value.encode() if value else None
 
 
+def _secret(name: str) -> bytes | None:
+    """A secret variable, registered with Airflow's log masker before anyone can print it."""
+    from airflow.sdk.log import mask_secret
+
+    value = _variable(name)
+    if not value:
+        return None
+    mask_secret(value, name)
+    return value.encode()
+
+
 def ledger_url(conn: Any) -> str:
     """SQLAlchemy URL of the ``export_ledger`` connection (sqlite or postgres)."""
     import sqlalchemy as sa
@@ -78,13 +89,13 @@ def settings() -> Settings:
         us_bucket=_variable("us_landing_bucket"),
         s3_client=s3_client_factory(),
         recipient_public_pem=_pem("us_recipient_public_key"),
-        signing_private_pem=_pem("manifest_signing_key"),
-        pseudonymization_key=_pem("pseudonymization_key"),
+        signing_private_pem=_secret("manifest_signing_key"),
+        pseudonymization_key=_secret("pseudonymization_key"),
     )
 
 
 def receiver_settings() -> ReceiverSettings:
-    private, public = _pem("us_recipient_private_key"), _pem("cn_manifest_public_key")
+    private, public = _secret("us_recipient_private_key"), _pem("cn_manifest_public_key")
     if not private or not public:
         raise KeyUnavailable("us_recipient_private_key and cn_manifest_public_key must be set")
     return ReceiverSettings(

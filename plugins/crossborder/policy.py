@@ -43,7 +43,6 @@ _DURATION_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
 
 # Units generalize_time may floor to, as (Arrow temporal unit, multiple).
 TIME_UNITS = {
-    "1s": ("second", 1),
     "1min": ("minute", 1),
     "5min": ("minute", 5),
     "15min": ("minute", 15),

@@ -26,7 +26,7 @@ from typing import Any
 
 from crossborder.errors import QualityFailed
 from crossborder.extract import SHANGHAI
-from crossborder.policy import REPO_ROOT
+from crossborder.policy import REPO_ROOT, TIME_UNITS
 
 SAMPLE_SIZE = 5
 # Data Docs pages load CSS and JS from public CDNs; the reports are read without them.
@@ -131,12 +131,18 @@ def load_suite(dataset: str, stage: str = "raw", directory: Path | None = None) 
 
 
 def day_window(day: str) -> dict[str, Any]:
-    """Suite parameters: the first and last millisecond of the Shanghai day."""
+    """Suite parameters: the first and last millisecond of the Shanghai day, and for each
+    generalize_time unit every instant of the day on that grid (``every_15min``: 00:00,
+    00:15, ...), so a suite checks time precision with a cheap set lookup."""
     import pandas as pd
 
     start = datetime.combine(datetime.fromisoformat(day).date(), time(), SHANGHAI)
     end = start + timedelta(days=1) - timedelta(milliseconds=1)
-    return {"day_start": pd.Timestamp(start), "day_end": pd.Timestamp(end)}
+    grids = {
+        f"every_{name}": list(pd.date_range(start, end, freq=pd.Timedelta(**{f"{unit}s": n})))
+        for name, (unit, n) in TIME_UNITS.items()
+    }
+    return {"day_start": pd.Timestamp(start), "day_end": pd.Timestamp(end), **grids}
 
 
 def validate_partition(
@@ -149,18 +155,20 @@ def validate_partition(
     report_dir: Path | None = None,
     stage: str = "raw",
     directory: Path | None = None,
+    redact_samples: bool = False,
 ) -> SuiteResult:
     """Validate every file and the partition as a whole; raise QualityFailed if critical.
 
     ``history`` holds the trailing partitions' ``{"rows", "subjects"}`` for the volume check;
-    ``masked_columns`` names the personal columns whose samples are masked.
+    ``masked_columns`` names the personal columns whose samples are masked;
+    ``redact_samples`` replaces every sample value entirely (no report shows any of it).
     """
     import pyarrow.parquet as pq
 
     suite = load_suite(dataset, stage, directory)
     validation = _validation_definition(suite)
     parameters = day_window(day)
-    mask = _masker(None if masked_columns is None else set(masked_columns))
+    mask = _masker(None if masked_columns is None else set(masked_columns), redact_samples)
     results, failures = [], []
     for file in files:
         frame = pq.read_table(file).to_pandas()
@@ -543,14 +551,17 @@ PARTITION_CHECKS: dict[str, Callable[..., list[Failure]]] = {
 }
 
 
-def _masker(personal: set[str] | None) -> Callable[[str | None, Any], Any]:
+def _masker(personal: set[str] | None, redact: bool = False) -> Callable[[str | None, Any], Any]:
     """Samples of personal columns keep only their shape: first and last character.
 
-    ``None`` masks every column (used when the policy cannot say which are personal).
+    ``None`` masks every column (used when the policy cannot say which are personal);
+    ``redact`` replaces every value with ``[redacted]``.
     """
 
     def mask(column: str | None, value: Any) -> Any:
         plain = value if isinstance(value, str | int | float | bool | type(None)) else str(value)
+        if redact and plain is not None:
+            return "[redacted]"
         if (personal is not None and column not in personal) or plain is None:
             return plain
         text = str(plain)

@@ -120,7 +120,7 @@ def _suite(
         return {"status": "no_suite", "suite": None}, [missing]
     try:
         summary = validate_partition(
-            dataset, day, files, stage="anonymized", masked_columns=None, report_dir=report_dir
+            dataset, day, files, stage="anonymized", report_dir=report_dir, redact_samples=True
         ).summary()
     except QualityFailed as exc:
         summary = exc.result or {"status": "failed", "critical": []}
