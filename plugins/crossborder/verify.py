@@ -158,7 +158,11 @@ def scan_files(files: list[str]) -> dict[str, dict[str, int]]:
 
 
 def check_k_anonymity(policy: Policy, files: list[str]) -> dict[str, Any] | None:
-    """The smallest group over the quasi-identifiers (distinct subjects, or rows)."""
+    """The smallest group over the quasi-identifiers (distinct subjects, or rows).
+
+    Each file is reduced to its rows per (quasi-identifiers, subject) before the files
+    are combined, so memory follows the number of distinct combinations, not of rows.
+    """
     import pandas as pd
     import pyarrow.parquet as pq
 
@@ -166,14 +170,17 @@ def check_k_anonymity(policy: Policy, files: list[str]) -> dict[str, Any] | None
     if rules is None:
         return None
     qis = list(rules.quasi_identifiers)
-    columns = qis + ([rules.subject] if rules.subject else [])
-    frame = pd.concat(
-        [pq.read_table(f, columns=columns).to_pandas() for f in files], ignore_index=True
-    )
-    grouped = frame.groupby(qis, dropna=False, observed=True, sort=False)
-    rows = grouped.size()
-    sizes = grouped[rules.subject].nunique(dropna=False) if rules.subject else rows
+    keys = qis + ([rules.subject] if rules.subject else [])
+    per_file = [
+        pq.read_table(f, columns=keys).to_pandas().value_counts(keys, dropna=False, sort=False)
+        for f in files
+    ]
+    rows_per_key = pd.concat(per_file).groupby(level=keys, dropna=False, sort=False).sum()
+    by_group = rows_per_key.groupby(level=qis, dropna=False, sort=False)
+    rows = by_group.sum()
+    sizes = by_group.size() if rules.subject else rows  # distinct subjects, or rows
     small = sizes < rules.k
+    subjects = rows_per_key.index.get_level_values(rules.subject) if rules.subject else None
     return {
         "k": rules.k,
         "quasi_identifiers": qis,
@@ -183,7 +190,7 @@ def check_k_anonymity(policy: Policy, files: list[str]) -> dict[str, Any] | None
         "groups": len(sizes),
         "groups_below_k": int(small.sum()),
         "rows_below_k": int(rows[small].sum()),
-        "subjects": int(frame[rules.subject].nunique()) if rules.subject else None,
+        "subjects": int(subjects.nunique()) if subjects is not None else None,
     }
 
 
