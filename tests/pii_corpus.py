@@ -38,18 +38,34 @@ def _mobile_variants(m: str) -> list[str]:
         f"+86{m}",
         f"0086{m}",
         f"(+86) {m}",
+        f"{a}.{b}.{c}",
+        f"{a}/{b}/{c}",
         full_width(m),
         full_width(f"+86 {a} {b} {c}"),
     ]
 
 
 def _resident_id_variants(rid: str) -> list[str]:
-    return [rid, rid.lower(), f"{rid[:6]} {rid[6:14]} {rid[14:]}", full_width(rid)]
+    return [
+        rid,
+        rid.lower(),
+        f"{rid[:6]} {rid[6:14]} {rid[14:]}",
+        f"{rid[:6]}-{rid[6:14]}-{rid[14:]}",
+        full_width(rid),
+    ]
 
 
 def _plate_variants(plate: str) -> list[str]:
     head, tail = plate[:2], plate[2:]
-    return [plate, f"{head}·{tail}", f"{head} {tail}", f"{head}•{tail}", full_width(plate)]
+    province = plate[0]
+    return [
+        plate,
+        f"{head}·{tail}",
+        f"{head} {tail}",
+        f"{head}•{tail}",
+        f"{province} {plate[1:]}",
+        full_width(plate),
+    ]
 
 
 def _vin_variants(vin: str) -> list[str]:
@@ -70,12 +86,27 @@ def _coordinate_variants(lat: float, lon: float) -> list[str]:
         f"{lat:.4f}°N {lon:.4f}°E",
         f"({lat:.6f}, {lon:.6f})",
         full_width(f"{lat:.5f}") + "，" + full_width(f"{lon:.5f}"),
+        f"北纬{lat:.4f} 东经{lon:.4f}",
+        f"lat={lat:.5f}&lon={lon:.5f}",
+        _dms(lat, "N") + " " + _dms(lon, "E"),
     ]
 
 
+def _dms(degrees: float, hemisphere: str) -> str:
+    """31°13'49"N: degrees, minutes and seconds."""
+    whole, rest = int(degrees), (degrees - int(degrees)) * 60
+    return f"{whole}°{int(rest):02d}'{int((rest - int(rest)) * 60):02d}\"{hemisphere}"
+
+
 _CONTEXTS: dict[str, tuple[str, ...]] = {
-    "resident_id": ("车主身份证号{}，已核实", "证件号码：{}", "owner ID no. {}.", "身份证{}办理"),
-    "mobile": ("客户电话{}请回电", "联系方式：{}", "call back on {} today", "手机{}。"),
+    "resident_id": (
+        "车主身份证号{}，已核实",
+        "证件号码：{}",
+        "owner ID no. {}.",
+        "身份证{}办理",
+        "ID{} checked",
+    ),
+    "mobile": ("客户电话{}请回电", "联系方式：{}", "call back on {} today", "手机{}。", "Tel{}"),
     "plate": ("车牌{}进店", "车牌号：{}", "licence plate {} towed", "{}车辆"),
     "vin": ("车架号{}，", "VIN：{}", "chassis no. {} checked", "VIN{}已登记"),
     "email": ("报告已发至{}", "邮箱：{}。", "report sent to {}", "mail {}, thanks"),
@@ -86,6 +117,8 @@ _CONTEXTS: dict[str, tuple[str, ...]] = {
         "contact person: {}",
         "owner {} called",
         "由{}女士送修",
+        "{} called about the noise",
+        "联系人：  {}",
     ),
 }
 

@@ -112,20 +112,18 @@ def test_draft_policy_fails_closed_and_nothing_leaves(env, exported_day):
     assert "no complete policy yet" in row["reasons"][0]["text"]
 
 
-def test_telemetry_leaves_pseudonymized_with_verification_evidence(env, exported_day):
+def test_telemetry_is_pseudonymized_verified_and_held_for_review(env, exported_day):
     code, log = exported_day["vehicle_telemetry"]
     assert code == 0, log[-3000:]
     row = _latest(env, "vehicle_telemetry", DAY)
-    assert (row["state"], row["route"]) == ("exported", "cleared")
-    assert row["reasons"][0]["rule"] == "rules.lingang.anonymized"
+    assert (row["state"], row["route"]) == ("awaiting_review", "cac_review")
+    assert row["reasons"][0]["rule"] == "rules.thresholds.uncounted"
     verification = row["anonymization"]["verification"]
     assert verification["status"] == "passed" and verification["residues"] == []
     staged = pq.read_table(env.staging / "vehicle_telemetry" / f"dt={DAY}")
     source = pq.read_table(env.source / "vehicle_telemetry" / f"dt={DAY}")
     assert not set(staged["vin"].to_pylist()) & set(source["vin"].to_pylist())
-    assert f"{partition_prefix('vehicle_telemetry', DAY)}manifest.json" in _keys(
-        env, "vehicle_telemetry", DAY
-    )
+    assert _keys(env, "vehicle_telemetry", DAY) == {}
     key = env.key("pseudonymization.key").decode()
     assert key not in log  # the run's whole output, every task's log lines included
     task_logs = [p for p in (env.airflow_home / "logs").rglob("*") if p.is_file()]

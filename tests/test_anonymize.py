@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import shutil
 from datetime import date, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -19,12 +20,14 @@ from crossborder import geo, synthetic
 from crossborder.anonymize import (
     PSEUDONYM_LENGTH,
     anonymize_partition,
+    evidence_for_manifest,
     pseudonym,
     pseudonym_key_id,
+    pseudonymization_key,
 )
-from crossborder.errors import KeyUnavailable
+from crossborder.errors import KeyUnavailable, PolicyInvalid
 from crossborder.extract import SUCCESS_MARKER, extract_partition, partition_path
-from crossborder.policy import load_policy
+from crossborder.policy import load_policy, policies_dir
 from crossborder.settings import Settings
 
 DAY = date(2026, 11, 23)
@@ -94,11 +97,9 @@ def test_pseudonym_is_keyed_hmac_with_a_namespace():
     assert KEY.hex() not in pseudonym_key_id(KEY)
 
 
-def test_key_appears_in_no_output_no_evidence_and_no_settings_repr(two_days):
+def test_key_appears_in_no_evidence_and_no_settings_repr(two_days):
     _, staged = two_days
     item = staged["vehicle_telemetry", DAY]
-    for file in item.files:
-        assert KEY not in Path(file.path).read_bytes()
     assert KEY.hex() not in json.dumps(item.to_dict())
     settings = Settings(Path("."), Path("."), "sqlite://", "b", dict, pseudonymization_key=KEY)
     assert repr(KEY) not in repr(settings) and "pseudonymization_key" not in repr(settings)
@@ -242,3 +243,83 @@ def test_every_cell_an_area_overlaps_is_withheld_even_by_a_thin_strip():
     strip = geo.SensitiveArea("strip", "test", ((np.vstack([ring, ring[:1]]),),))
     assert geo.cells_touching([strip], 0.01) == {(0, -1), (0, 0), (0, 1)}
     assert geo.cells_touching([strip], 0.001) >= {(4, 0), (5, 0), (4, 14), (5, 14)}
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [(None, "not configured"), (b"  \n", "not configured"), (b"short-secret", "12 bytes")],
+)
+def test_a_missing_or_guessable_key_is_refused(raw, message):
+    with pytest.raises(KeyUnavailable, match=message):
+        pseudonymization_key(raw, "diagnostics")
+
+
+def test_key_from_a_secret_file_with_a_newline_gives_the_same_pseudonyms():
+    raw = secrets.token_hex(32).encode()
+    assert pseudonymization_key(raw + b"\n") == pseudonymization_key(raw) == raw
+
+
+NULLS_POLICY = """
+dataset: nulls
+status: active
+description: transforms keep nulls
+schedule: {export_time: "02:00"}
+legal: {scenario: research_development_and_testing}
+columns:
+  id: {class: none, transform: keep}
+  at: {class: none, transform: generalize_time, options: {unit: 1d}}
+  km: {class: none, transform: bucket, options: {width: 1000}}
+  count: {class: none, transform: bucket, options: {width: 10}}
+  lat: {class: none, transform: generalize_location, options: {grid_deg: 0.05, axis: lat}}
+  lon: {class: none, transform: generalize_location, options: {grid_deg: 0.05, axis: lon}}
+sensitive_areas: {file: areas.geojson}
+"""
+
+
+def test_transforms_keep_nulls_and_floor_days_in_shanghai_time(tmp_path):
+    (tmp_path / "policies").mkdir()
+    (tmp_path / "policies" / "nulls.yaml").write_text(NULLS_POLICY)
+    shutil.copy(geo.DEFAULT_SENSITIVE_AREAS, tmp_path / "policies" / "areas.geojson")
+    utc = datetime(2026, 11, 22, 17, 30, tzinfo=ZoneInfo("UTC"))  # 01:30 on the 23rd in Shanghai
+    table = pa.table(
+        {
+            "id": ["a", "b"],
+            "at": pa.array([utc, None], pa.timestamp("ms", tz="UTC")),
+            "km": pa.array([12_345.6, None]),
+            "count": pa.array([37, None], pa.int32()),
+            "lat": pa.array([31.2371, None]),
+            "lon": pa.array([121.4737, None]),
+        }
+    )
+    folder = partition_path(tmp_path / "src", "nulls", str(DAY))
+    folder.mkdir(parents=True)
+    pq.write_table(table, folder / "part-00000.parquet")
+    (folder / SUCCESS_MARKER).touch()
+    policy = load_policy("nulls", tmp_path / "policies")
+    staged = _stage(tmp_path / "src", tmp_path / "stg", "nulls", DAY, policy=policy)
+    out = pq.read_table(staged.files[0].path).to_pylist()
+    assert out[0]["at"] == datetime(2026, 11, 23, tzinfo=SHANGHAI)  # Shanghai midnight
+    assert (out[0]["km"], out[0]["count"]) == (12_000.0, 30)
+    assert (out[0]["lat"], out[0]["lon"]) == (31.2, 121.45)
+    assert [out[1][c] for c in ("at", "km", "count", "lat", "lon")] == [None] * 5
+
+
+def test_the_manifest_learns_nothing_of_traffic_near_sensitive_areas(two_days):
+    _, staged = two_days
+    evidence = staged["vehicle_telemetry", DAY].anonymization
+    assert evidence["sensitive_areas"]["rows_dropped"] > 0  # kept in the ledger
+    shown = evidence_for_manifest(evidence)["sensitive_areas"]
+    assert shown == {
+        "file": "sensitive_areas.geojson",
+        "sha256": evidence["sensitive_areas"]["sha256"],
+    }
+
+
+def test_areas_file_changed_after_the_policy_was_loaded_is_refused(two_days, tmp_path):
+    source, _ = two_days
+    folder = tmp_path / "policies"
+    shutil.copytree(policies_dir(), folder)
+    policy = load_policy("vehicle_telemetry", folder)
+    (folder / "sensitive_areas.geojson").write_text('{"type": "FeatureCollection", "features": []}')
+    with pytest.raises(PolicyInvalid, match="changed since the policy was loaded"):
+        _stage(source, tmp_path / "stg", "vehicle_telemetry", DAY, policy=policy)

@@ -121,3 +121,32 @@ def test_concurrent_attempts_for_one_day_get_distinct_numbers(engine):
     assert ids[:8] == ids[8:]
     numbers = sorted(ledger.get_attempt(engine, i)["attempt"] for i in set(ids))
     assert numbers == list(range(1, 9))
+
+
+def test_an_older_ledger_gets_new_columns_and_a_racing_worker_is_tolerated(engine, monkeypatch):
+    with engine.begin() as conn:
+        conn.execute(sa.text("ALTER TABLE export_attempts DROP COLUMN anonymization"))
+    ledger._add_missing_columns(engine)  # what connect() does for a ledger made before
+    assert "anonymization" in ledger._column_names(engine, "export_attempts")
+    # another worker added the column between our look and our ALTER TABLE: our looks
+    # up to that column are stale, the look after the failed ALTER TABLE is not
+    real = ledger._column_names
+    stale_looks = [c.name for c in ledger.attempts.columns].index("anonymization") + 1
+    looks = []
+
+    def look(engine, table):
+        if table != "export_attempts":
+            return real(engine, table)
+        looks.append(table)
+        names = real(engine, table)
+        return names - {"anonymization"} if len(looks) <= stale_looks else names
+
+    monkeypatch.setattr(ledger, "_column_names", look)
+    ledger._add_missing_columns(engine)  # the duplicate column error is absorbed
+    # one look per column, plus the look again after the failed ALTER TABLE
+    assert len(looks) == len(ledger.attempts.columns) + 1
+    attempt = ledger.begin_attempt(engine, "diagnostics", "2026-11-23", "run-1")
+    ledger.update_attempt(engine, attempt, anonymization={"verification": {"status": "passed"}})
+    assert (
+        ledger.get_attempt(engine, attempt)["anonymization"]["verification"]["status"] == "passed"
+    )

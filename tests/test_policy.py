@@ -210,3 +210,39 @@ sensitive_areas: {file: nowhere.geojson}""",
     _write(tmp_path, "sample", text)
     with pytest.raises(PolicyInvalid, match=r"nowhere\.geojson does not exist"):
         load_policy("sample", tmp_path)
+
+
+AREAS_POLICY = VALID.replace(
+    "secret: {class: personal, transform: drop}",
+    """lat: {class: none, transform: generalize_location, options: {grid_deg: 0.1, axis: lat}}
+  lon: {class: none, transform: generalize_location, options: {grid_deg: 0.1, axis: lon}}
+sensitive_areas: {file: areas.geojson}""",
+)
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ('{"type": "FeatureCollection", "features": []}', "holds no polygon"),
+        ('{"type": "Feature"}', "not a GeoJSON FeatureCollection"),
+        ("not json", "cannot be used"),
+    ],
+)
+def test_empty_or_broken_sensitive_areas_file_is_rejected(tmp_path, content, message):
+    _write(tmp_path, "sample", AREAS_POLICY)
+    (tmp_path / "areas.geojson").write_text(content)
+    with pytest.raises(PolicyInvalid, match=message):
+        load_policy("sample", tmp_path)
+
+
+def test_policy_version_covers_the_sensitive_areas_file(tmp_path):
+    from crossborder.geo import DEFAULT_SENSITIVE_AREAS
+
+    _write(tmp_path, "sample", AREAS_POLICY)
+    areas = tmp_path / "areas.geojson"
+    areas.write_bytes(DEFAULT_SENSITIVE_AREAS.read_bytes())
+    before = load_policy("sample", tmp_path)
+    areas.write_bytes(DEFAULT_SENSITIVE_AREAS.read_bytes() + b"\n")
+    after = load_policy("sample", tmp_path)
+    assert before.version != after.version
+    assert before.sensitive_areas_sha256 != after.sensitive_areas_sha256

@@ -295,36 +295,45 @@ def test_quality_warnings_travel_in_the_manifest_and_the_export_goes_on(env):
     assert row["quality"]["warnings"][0]["sample"] == [-5.0]
 
 
-def test_telemetry_leaves_anonymized_with_its_evidence_in_manifest_and_ledger(env):
+def test_telemetry_is_verified_and_held_for_review_with_its_evidence_in_the_ledger(env):
     synthetic.generate_partition(
         env.source, "vehicle_telemetry", date.fromisoformat(DAY), rows=20_000
     )
-    result = _run_cleared_path(env, "run-1", "vehicle_telemetry")
-    assert result["route"] == "cleared"
-    manifest = json.loads(
-        landing.get_bytes(
-            env.s3_client(), US_BUCKET, landing.manifest_key("vehicle_telemetry", DAY)
-        )
-    )
-    evidence = manifest["anonymization"]
-    assert evidence["policy_version"] == manifest["policy_version"]
+    done = _decided(env, "run-1", "vehicle_telemetry")
+    assert done.decision["route"] == "cac_review"
+    assert done.decision["reasons"][0]["rule"] == "rules.thresholds.uncounted"
+    held = steps.record_held(done.cfg, "vehicle_telemetry", DAY, "run-1", done.decision)
+    assert held["route"] == "cac_review"
+    row = ledger.latest_attempt(ledger.connect(env.ledger_url), "vehicle_telemetry", DAY)
+    assert row["state"] == "awaiting_review"
+    evidence = row["anonymization"]
     assert evidence["columns"]["vin"]["transform"] == "pseudonymize"
     assert evidence["columns"]["lat_gcj02"]["options"]["grid_deg"] == 0.05
     verification = evidence["verification"]
-    assert verification["status"] == "passed"
+    assert verification == done.verification and verification["status"] == "passed"
     assert set(verification["pii"]["vin"]) == set(pii.DETECTORS)
     assert verification["k_anonymity"]["k_achieved"] >= 5
-    assert (
-        evidence["k_anonymity"]["rows_suppressed"]
-        + manifest["rows_out"]
-        + (evidence["sensitive_areas"]["rows_dropped"])
-        == manifest["rows_in"]
+    rows_removed = (
+        evidence["k_anonymity"]["rows_suppressed"] + (evidence["sensitive_areas"]["rows_dropped"])
     )
-    key = env.key("pseudonymization.key").decode()
-    assert key not in json.dumps(manifest)
-    row = ledger.latest_attempt(ledger.connect(env.ledger_url), "vehicle_telemetry", DAY)
-    assert row["anonymization"]["verification"] == verification
-    assert row["state"] == "exported"
+    assert done.staged["rows"] + rows_removed == done.extracted["rows"]
+    assert env.key("pseudonymization.key").decode() not in json.dumps(row, default=str)
+    assert _bucket_state(env) == {}
+
+
+def test_manifest_carries_the_anonymization_evidence(env):
+    synthetic.generate_partition(env.source, DATASET, date.fromisoformat(DAY), rows=500)
+    _run_cleared_path(env, "run-1")
+    manifest = json.loads(
+        landing.get_bytes(env.s3_client(), US_BUCKET, landing.manifest_key(DATASET, DAY))
+    )
+    evidence = manifest["anonymization"]
+    assert evidence["policy_version"] == manifest["policy_version"]
+    assert evidence["columns"]["plant"] == {"class": "none", "transform": "keep", "options": {}}
+    assert evidence["verification"]["status"] == "passed"
+    assert evidence["verification"]["suite"]["suite"] == f"{DATASET}.anonymized"
+    row = ledger.latest_attempt(ledger.connect(env.ledger_url), DATASET, DAY)
+    assert row["anonymization"]["verification"] == evidence["verification"]
 
 
 def test_residue_fails_the_verify_step_records_why_and_nothing_leaves(env, monkeypatch):

@@ -118,9 +118,8 @@ def test_scrub_bug_leaves_personal_information_in_notes(source, tmp_path, monkey
 
 
 def test_skipped_k_anonymity_suppression_is_caught(source, tmp_path, monkeypatch):
-    monkeypatch.setattr(
-        anonymize, "_suppress", lambda path, keys: 0
-    )  # the suppression pass "forgets" to remove rows
+    # the suppression pass "forgets" to remove rows
+    monkeypatch.setattr(anonymize, "_suppress", lambda *args: 0)
     error = _residue(
         load_policy("vehicle_telemetry"), _staged(source, tmp_path, "vehicle_telemetry")
     )
@@ -146,7 +145,7 @@ def test_small_groups_sent_to_review_route_the_partition_to_cac_review(source, t
     assert summary["status"] == "review" and summary["k_anonymity"]["rows_below_k"] > 0
     decision = classify(policy, {"status": "passed"}, staged, summary)
     assert decision.route == "cac_review"
-    assert {r.rule for r in decision.reasons} == {"rules.important_data", "anonymity.k"}
+    assert {"rules.important_data", "anonymity.k"} <= {r.rule for r in decision.reasons}
 
 
 def test_missing_anonymized_suite_fails_closed(source, tmp_path, monkeypatch):

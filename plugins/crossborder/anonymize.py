@@ -22,11 +22,18 @@ from typing import Any
 from crossborder.digest import sha256_file
 from crossborder.errors import KeyUnavailable, PartitionInvalid
 from crossborder.extract import Extract, partition_path
-from crossborder.policy import TIME_UNITS, Anonymity, ColumnRule, Policy
+from crossborder.policy import (
+    TIME_UNITS,
+    Anonymity,
+    ColumnRule,
+    Policy,
+    sensitive_areas_bytes,
+)
 
 PSEUDONYM_BYTES = 16  # 128 bits of HMAC-SHA256: no collisions among any realistic fleet
 PSEUDONYM_LENGTH = 26  # base32 of 16 bytes, padding removed
-_ROW = "__row"
+MIN_KEY_BYTES = 32
+SHANGHAI_TZ = "Asia/Shanghai"
 _CELL_STRIDE = 1 << 32  # (lat cell, lon cell) packed into one int64 code
 
 
@@ -71,6 +78,20 @@ def pseudonym(key: bytes, namespace: str, value: str) -> str:
     return base64.b32encode(digest[:PSEUDONYM_BYTES]).decode("ascii").rstrip("=").lower()
 
 
+def pseudonymization_key(raw: bytes | None, dataset: str | None = None) -> bytes:
+    """The key as every caller must use it: surrounding whitespace (a trailing newline
+    from a secret file) removed, and long enough that it cannot be guessed offline."""
+    key = (raw or b"").strip()
+    if not key:
+        raise KeyUnavailable("pseudonymization_key is not configured", dataset=dataset)
+    if len(key) < MIN_KEY_BYTES:
+        raise KeyUnavailable(
+            f"pseudonymization_key has {len(key)} bytes; at least {MIN_KEY_BYTES} are required",
+            dataset=dataset,
+        )
+    return key
+
+
 def pseudonym_key_id(key: bytes) -> str:
     """Names the key in the evidence (so a key rotation is visible) without revealing it."""
     return "hmac-sha256:" + hmac.new(key, b"key id", hashlib.sha256).hexdigest()[:16]
@@ -101,8 +122,7 @@ def _pseudonymize(rule: ColumnRule, column: Any, run: _Run) -> Any:
     """HMAC each distinct value once, then map rows back through the dictionary."""
     import pyarrow as pa
 
-    if run.key is None:
-        raise KeyUnavailable("pseudonymization_key is not configured", dataset=run.policy.dataset)
+    assert run.key is not None  # anonymize_partition checked it before any file
     namespace = rule.options.get("namespace", rule.name)
     encoded = column.combine_chunks().dictionary_encode()
     values = encoded.dictionary.to_pylist()
@@ -115,35 +135,39 @@ def _pseudonymize(rule: ColumnRule, column: Any, run: _Run) -> Any:
 
 
 def _generalize_time(rule: ColumnRule, column: Any, run: _Run) -> Any:
+    """Floor in Shanghai time (a day starts at Shanghai midnight), nulls kept."""
+    import pyarrow as pa
     import pyarrow.compute as pc
 
+    if pa.types.is_timestamp(column.type) and column.type.tz not in (None, SHANGHAI_TZ):
+        column = column.cast(pa.timestamp(column.type.unit, tz=SHANGHAI_TZ))
     unit, multiple = TIME_UNITS[rule.options["unit"]]
-    return pc.floor_temporal(column, multiple=multiple, unit=unit)  # in the column's time zone
-
-
-def _grid(values: Any, grid_deg: float) -> Any:
-    """Floor to the grid, rounded to the grid's decimals so values print exactly (31.23)."""
-    from decimal import Decimal
-
-    import numpy as np
-
-    decimals = max(0, -int(Decimal(str(grid_deg)).as_tuple().exponent))
-    return np.round(np.floor(np.asarray(values) / grid_deg + 1e-9) * grid_deg, decimals)
+    return pc.floor_temporal(column, multiple=multiple, unit=unit)
 
 
 def _generalize_location(rule: ColumnRule, column: Any, run: _Run) -> Any:
-    import pyarrow as pa
+    """Floor to the grid, rounded to the grid's decimals so values print exactly (31.23)."""
+    from decimal import Decimal
 
-    return pa.array(_grid(column.to_numpy(), rule.options["grid_deg"]), type=column.type)
+    import pyarrow.compute as pc
+
+    grid = rule.options["grid_deg"]
+    decimals = max(0, -int(Decimal(str(grid)).as_tuple().exponent))
+    cells = pc.floor(pc.add(pc.divide(column, grid), 1e-9))  # as geo.cell_index: same cell
+    # cell * (grid * 10^d) is a whole number; dividing it by 10^d gives the double closest
+    # to the decimal (31.22), where multiplying by the grid would give 31.220000000000002.
+    scaled = pc.round(pc.multiply(cells, grid * 10**decimals))
+    return pc.divide(scaled, float(10**decimals)).cast(column.type)
 
 
 def _bucket(rule: ColumnRule, column: Any, run: _Run) -> Any:
     """The lower bound of the value's range: 123,456 km in 10,000-km buckets is 120,000."""
-    import numpy as np
     import pyarrow as pa
+    import pyarrow.compute as pc
 
     width = rule.options["width"]
-    return pa.array(np.floor(column.to_numpy() / width) * width, type=column.type)
+    buckets = pc.floor(pc.divide(column.cast(pa.float64()), width))
+    return pc.multiply(buckets, width).cast(column.type)
 
 
 def _scrub_text(rule: ColumnRule, column: Any, run: _Run) -> Any:
@@ -172,8 +196,14 @@ def anonymize_partition(
     policy: Policy, extract: Extract, staging_root: Path, pseudonym_key: bytes | None = None
 ) -> Staged:
     """Write the policy's view of every source file to the CN staging folder."""
-    from crossborder.geo import load_sensitive_areas
+    from crossborder.geo import parse_sensitive_areas
 
+    pseudonymizes = any(c.transform == "pseudonymize" for c in policy.columns)
+    key = pseudonymization_key(pseudonym_key, policy.dataset) if pseudonymizes else None
+    areas = []
+    if policy.sensitive_areas:
+        data = sensitive_areas_bytes(policy)
+        areas = parse_sensitive_areas(data, str(policy.sensitive_areas))
     out_dir = staging_path(staging_root, extract.dataset, extract.day)
     out_dir.mkdir(parents=True, exist_ok=True)
     wanted = {f.name for f in extract.files}
@@ -181,8 +211,7 @@ def anonymize_partition(
         if stale.name not in wanted:
             stale.unlink()
     extract.check_unchanged()
-    areas = load_sensitive_areas(policy.sensitive_areas) if policy.sensitive_areas else []
-    run = _Run(policy, pseudonym_key, areas, _blocked_cells(policy, areas))
+    run = _Run(policy, key, areas, _blocked_cells(policy, areas))
     paths = [out_dir / f.name for f in extract.files]
     for source, target in zip(extract.files, paths, strict=True):
         _stage_file(run, extract, Path(source.path), target)
@@ -223,7 +252,7 @@ def _evidence(run: _Run, k_evidence: dict[str, Any] | None) -> dict[str, Any]:
     if policy.sensitive_areas:
         areas = {
             "file": policy.sensitive_areas.name,
-            "sha256": sha256_file(policy.sensitive_areas)[0],
+            "sha256": policy.sensitive_areas_sha256,
             "areas": len(run.areas),
             "cells_withheld": 0 if run.blocked_cells is None else len(run.blocked_cells),
             "rows_dropped": run.rows_in_sensitive_areas,
@@ -369,28 +398,46 @@ def _enforce_k(run: _Run, paths: list[Path]) -> dict[str, Any]:
         "rows_suppressed": 0,
     }
     if small.num_rows and rules.on_small_groups == "suppress":
-        keys = small.select(list(rules.quasi_identifiers))
-        evidence["rows_suppressed"] = sum(_suppress(path, keys) for path in paths)
+        qis = list(rules.quasi_identifiers)
+        small_keys = _row_hashes(small, qis)
+        evidence["rows_suppressed"] = sum(_suppress(path, qis, small_keys) for path in paths)
     return evidence
 
 
-def _suppress(path: Path, small_keys: Any) -> int:
-    """Rewrite one staged file without the rows of the small groups; rows removed."""
+def _row_hashes(table: Any, columns: list[str]) -> Any:
+    """64-bit hash of each row's values in ``columns``; nulls hash like any other value,
+    so a group whose key holds a null is suppressed like the others."""
+    import pandas as pd
+
+    return pd.util.hash_pandas_object(table.select(columns).to_pandas(), index=False).to_numpy()
+
+
+def _suppress(path: Path, qis: list[str], small_keys: Any) -> int:
+    """Rewrite one staged file without the rows of the small groups; rows removed.
+
+    A hash collision could only remove a few more rows, never keep a small group's.
+    """
+    import numpy as np
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     staged = pq.ParquetFile(path)
-    removed = 0
-    kept = []
+    kept, removed = [], 0
     for group in range(staged.num_row_groups):
         table = staged.read_row_group(group)
-        numbered = table.append_column(_ROW, pa.array(range(table.num_rows), pa.int64()))
-        remaining = numbered.join(
-            small_keys, keys=small_keys.column_names, join_type="left anti"
-        ).sort_by(_ROW)
-        removed += table.num_rows - remaining.num_rows
-        kept.append(remaining.drop_columns([_ROW]).select(table.column_names))
+        small = np.isin(_row_hashes(table, qis), small_keys)
+        removed += int(small.sum())
+        kept.append(table.filter(pa.array(~small)))
     if removed:
-        schema = staged.schema_arrow
-        _write(path, (t.cast(schema) for t in kept), schema.empty_table)
+        _write(path, iter(kept), staged.schema_arrow.empty_table)
     return removed
+
+
+def evidence_for_manifest(evidence: dict[str, Any]) -> dict[str, Any]:
+    """The evidence the U.S. side may see. How many rows were withheld near sensitive
+    areas is itself vehicle flow in those areas (important data): it stays in the ledger.
+    """
+    areas = evidence.get("sensitive_areas")
+    if not areas:
+        return evidence
+    return {**evidence, "sensitive_areas": {"file": areas["file"], "sha256": areas["sha256"]}}

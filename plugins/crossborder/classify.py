@@ -1,7 +1,8 @@
 """Route decision for a partition: ``cleared``, ``cac_review`` or ``blocked``.
 
 Every reason cites the rule that produced it. When in doubt the decision fails closed:
-anything not positively cleared is blocked. The decision is bound to the policy version
+a failed or missing check blocks; personal information or important data goes to CAC
+review; only data with neither is cleared. The decision is bound to the policy version
 it was made under; the upload refuses a decision that does not match what was staged.
 """
 
@@ -85,6 +86,18 @@ def _blocking_reason(
 
 def _review_reasons(policy: Policy, verification: dict[str, Any]) -> list[Reason]:
     reasons = []
+    personal = _exported(policy, "personal", "sensitive_personal")
+    if personal:
+        # Pseudonymized data is still personal information (China holds the key): it
+        # counts toward the yearly thresholds, which the ledger does not count yet.
+        reasons.append(
+            Reason(
+                "rules.thresholds.uncounted",
+                f"personal information leaves, pseudonymized or generalized "
+                f"({', '.join(personal)}); the yearly count of its subjects is not kept yet, "
+                "so the volume thresholds cannot be checked",
+            )
+        )
     important = _exported(policy, "important")
     if important:
         reasons.append(
@@ -107,16 +120,8 @@ def _review_reasons(policy: Policy, verification: dict[str, Any]) -> list[Reason
 
 
 def _cleared_reason(policy: Policy) -> Reason:
-    personal = _exported(policy, "personal", "sensitive_personal")
-    if not personal:
-        return Reason(
-            "rules.exempt_no_personal_data",
-            f"scenario {policy.scenario}: every exported column is class 'none' "
-            "(no personal information, no important data)",
-        )
     return Reason(
-        "rules.lingang.anonymized",
-        f"scenario {policy.scenario}: personal columns leave only pseudonymized or generalized "
-        f"({', '.join(personal)}; keyed pseudonyms, the key stays in China) and the "
-        "verification found no residue",
+        "rules.exempt_no_personal_data",
+        f"scenario {policy.scenario}: every exported column is class 'none' "
+        "(no personal information, no important data)",
     )

@@ -36,17 +36,25 @@ class SensitiveArea:
 
 
 def load_sensitive_areas(path: Path | str) -> list[SensitiveArea]:
-    """Polygon and MultiPolygon features of a GeoJSON FeatureCollection."""
-    document = json.loads(Path(path).read_text(encoding="utf-8"))
+    return parse_sensitive_areas(Path(path).read_bytes(), str(path))
+
+
+def parse_sensitive_areas(data: bytes, source: str) -> list[SensitiveArea]:
+    """Polygon and MultiPolygon features of a GeoJSON FeatureCollection; ValueError if the
+    document is not one or holds another kind of geometry."""
+    document = json.loads(data.decode("utf-8"))
+    features = document.get("features") if isinstance(document, dict) else None
+    if not isinstance(features, list):
+        raise ValueError(f"{source}: not a GeoJSON FeatureCollection")
     areas = []
-    for number, feature in enumerate(document.get("features", []), start=1):
+    for number, feature in enumerate(features, start=1):
         geometry, props = feature["geometry"], feature.get("properties") or {}
         if geometry["type"] == "Polygon":
             polygons = [geometry["coordinates"]]
         elif geometry["type"] == "MultiPolygon":
             polygons = geometry["coordinates"]
         else:
-            raise ValueError(f"{path}: feature {number} is a {geometry['type']}, not a polygon")
+            raise ValueError(f"{source}: feature {number} is a {geometry['type']}, not a polygon")
         rings = tuple(tuple(_closed_ring(ring) for ring in polygon) for polygon in polygons)
         areas.append(
             SensitiveArea(
@@ -91,8 +99,10 @@ def _crossings_are_odd(lat: np.ndarray, lon: np.ndarray, ring: np.ndarray) -> np
 
 
 def cell_index(degrees: np.ndarray, grid_deg: float) -> np.ndarray:
-    """Index of the grid cell [i * grid, (i + 1) * grid) holding each coordinate."""
-    return np.floor(np.asarray(degrees, dtype=np.float64) / grid_deg + 1e-9).astype(np.int64)
+    """Index of the grid cell [i * grid, (i + 1) * grid) holding each coordinate; a
+    missing coordinate (NaN) gets an index no cell has."""
+    cells = np.floor(np.asarray(degrees, dtype=np.float64) / grid_deg + 1e-9)
+    return np.nan_to_num(cells, nan=np.iinfo(np.int32).min).astype(np.int64)
 
 
 def cells_touching(areas: Iterable[SensitiveArea], grid_deg: float) -> set[tuple[int, int]]:

@@ -90,16 +90,27 @@ def connect(url: str) -> sa.Engine:
 
 
 def _add_missing_columns(engine: sa.Engine) -> None:
-    """Columns added to the ledger later are added to an existing ledger (all nullable)."""
+    """Columns added to the ledger later are added to an existing ledger (all nullable).
+
+    Workers starting together may race to add the same column: the loser finds it there.
+    """
     for table in metadata.sorted_tables:
-        present = {c["name"] for c in sa.inspect(engine).get_columns(table.name)}
         for column in table.columns:
-            if column.name not in present:
-                kind = column.type.compile(dialect=engine.dialect)
+            if column.name in _column_names(engine, table.name):
+                continue
+            kind = column.type.compile(dialect=engine.dialect)
+            try:
                 with _tx(engine) as conn:
                     conn.execute(
                         sa.text(f'ALTER TABLE {table.name} ADD COLUMN "{column.name}" {kind}')
                     )
+            except sa.exc.DBAPIError:
+                if column.name not in _column_names(engine, table.name):
+                    raise
+
+
+def _column_names(engine: sa.Engine, table: str) -> set[str]:
+    return {c["name"] for c in sa.inspect(engine).get_columns(table)}
 
 
 @contextmanager

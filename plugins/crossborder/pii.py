@@ -121,6 +121,10 @@ class _Dialect:
         """An exclusion only the exact pattern applies (RE2 stays a superset)."""
         return "" if self.re2 else f"(?!{pattern})"
 
+    def same_as(self, group: str, ascii_chars: str) -> str:
+        """What ``group`` matched, one of ``ascii_chars``; RE2 (no backreferences) takes any."""
+        return self.cls(ascii_chars) if self.re2 else f"(?P={group})"
+
     def caseless(self, word: str) -> str:
         """``word`` in any case (Han characters as they are)."""
         return "".join(self.cls(c.upper() + c.lower()) if c.isascii() else c for c in word)
@@ -143,7 +147,7 @@ class _Dialect:
 
 
 def _resident_id_patterns(d: _Dialect) -> list[str]:
-    digit, gap = d.cls(DIGITS), f"{d.cls(SPACES)}?"  # gaps: the 6-8-4 grouping
+    digit, gap = d.cls(DIGITS), f"{d.cls(SPACES + '-')}?"  # gaps: the 6-8-4 grouping
     region, born, serial = f"{d.cls('12345678')}{digit}{{5}}", f"{digit}{{8}}", f"{digit}{{3}}"
     body = f"{region}{gap}{born}{gap}{serial}{d.cls(DIGITS + 'Xx')}"
     return [f"{d.token_start(['ID'])}(?P<v>{body}){d.token_end()}"]
@@ -152,7 +156,10 @@ def _resident_id_patterns(d: _Dialect) -> list[str]:
 def _mobile_patterns(d: _Dialect) -> list[str]:
     digit, gap = d.cls(DIGITS), f"{d.cls(SPACES + '-')}?"  # gaps: the 3-4-4 grouping
     country = f"(?:(?:{d.lit('+')}|{d.lit('00')})?{d.lit('86')}|{d.lit('(+86)')}){gap}"
-    number = f"{d.lit('1')}{d.cls('3456789')}{digit}{gap}{digit}{{4}}{gap}{digit}{{4}}"
+    # 138.1234.5678 and 138/1234/5678 take the same mark twice: 138.12345678 is a decimal.
+    dotted = f"(?P<mark>{d.cls('./')}){digit}{{4}}{d.same_as('mark', './')}"
+    middle = f"(?:{gap}{digit}{{4}}{gap}|{dotted})"
+    number = f"{d.lit('1')}{d.cls('3456789')}{digit}{middle}{digit}{{4}}"
     return [f"{d.token_start(['TEL'])}(?P<v>(?:{country})?{number}){d.token_end()}"]
 
 
@@ -162,13 +169,14 @@ PLATE_LETTERS = "ABCDEFGHJKLMNPQRSTUVWXYZ"  # plates never use I or O
 
 def _plate_patterns(d: _Dialect) -> list[str]:
     digit, serial, kind = d.cls(DIGITS), d.cls(PLATE_LETTERS + DIGITS), d.cls("DF")
+    gap, letter = f"{d.cls(SPACES)}?", d.cls(PLATE_LETTERS)
     separator = f"(?:[·•・]|{d.cls(SPACES)})?"
     tail = (
         f"(?:{kind}{serial}{digit}{{4}}"  # small new-energy: D/F, letter or digit, 4 digits
         f"|{digit}{{5}}{kind}"  # large new-energy: 5 digits, then D/F
-        f"|{serial}{{5}})"  # ordinary
+        f"|{d.unless(f'{letter}{{5}}')}{serial}{{5}})"  # ordinary, with a digit (not 云 SERVER)
     )
-    head = f"[{PROVINCE_ABBREVIATIONS}]{d.cls(PLATE_LETTERS)}"
+    head = f"[{PROVINCE_ABBREVIATIONS}]{gap}{letter}"  # 沪A or 沪 A
     return [f"(?P<v>{head}{separator}{tail}){d.token_end()}"]
 
 
@@ -200,13 +208,21 @@ AXIS_WORDS = {
 
 
 def _coordinate_patterns(d: _Dialect) -> list[str]:
-    """A pair of decimals (3+ places), bare, or with hemisphere letters or axis words."""
+    """A pair of decimals (3+ places) or of degrees-minutes-seconds, bare, or with
+    hemisphere letters or axis words."""
     digit, space = d.cls(DIGITS), d.cls(SPACES)
     start = d.not_after(d.chars(ALNUM + "."))
     end = d.not_before(d.chars(ALNUM)) + d.unless(r"\.[0-9]")
+    # Minutes and seconds marks: ASCII, primes, and the curly quotes Chinese IMEs type.
+    minute_mark, second_mark = "[" + d.chars("'") + "′’]", "[" + d.chars('"') + "″”]"
 
     def number(group: str) -> str:
-        return f"(?P<{group}>{digit}{{1,3}}{d.lit('.')}{digit}{{3,}})"
+        decimal = f"(?P<{group}>{digit}{{1,3}}{d.lit('.')}{digit}{{3,}})"
+        # 31°13'49" (also 31°13′49.5″, 31°13’49”); _degrees checks minutes and seconds.
+        minutes = f"(?P<{group}_m>{digit}{{1,2}}){minute_mark}"
+        seconds = f"(?P<{group}_s>{digit}{{1,2}}(?:{d.lit('.')}{digit}+)?){second_mark}"
+        dms = f"(?P<{group}_d>{digit}{{1,3}})°{space}?{minutes}{space}?{seconds}"
+        return f"(?:{decimal}|{dms})"
 
     def axis_word(group: str) -> str:
         words = sorted(AXIS_WORDS, key=len, reverse=True)  # "latitude" before "lat"
@@ -216,7 +232,7 @@ def _coordinate_patterns(d: _Dialect) -> list[str]:
         return f"(?P<{group}>{d.cls('NSEWnsew')})"
 
     degree = f"(?:{space}?°)?"
-    pair_gap = f"(?:{space}*[{d.chars(',;')}、]{space}*|{space}+)"
+    pair_gap = f"(?:{space}*[{d.chars(',;&')}、]{space}*|{space}+)"  # & of lat=…&lon=…
     bare = f"{number('a')}{degree}{pair_gap}{number('b')}{degree}"
     bracketed = f"{d.lit('(')}{space}*{bare}{space}*{d.lit(')')}"
     named = f"{axis_word('ha')}{space}*{number('a')}{degree}{pair_gap}?"
@@ -353,7 +369,7 @@ def _value(match: re.Match[str]) -> str:
     return match["v"]
 
 
-_GAPS = re.compile(f"[{SPACES}]")
+_GAPS = re.compile(f"[{SPACES}-]")
 
 
 def _resident_id_key(match: re.Match[str]) -> str:
@@ -375,7 +391,18 @@ def _coordinate_key(match: re.Match[str]) -> tuple[float, float, int] | None:
         order = -1
     else:
         order = 0
-    return float(match["a"]), float(match["b"]), order
+    a, b = _degrees(match, "a"), _degrees(match, "b")
+    return None if a is None or b is None else (a, b, order)
+
+
+def _degrees(match: re.Match[str], group: str) -> float | None:
+    """A decimal as it is; degrees, minutes and seconds as decimal degrees (None if invalid)."""
+    if match[group] is not None:
+        return float(match[group])
+    minutes, seconds = int(match[f"{group}_m"]), float(match[f"{group}_s"])
+    if minutes >= 60 or seconds >= 60:
+        return None
+    return int(match[f"{group}_d"]) + minutes / 60 + seconds / 3600
 
 
 def _name_key(match: re.Match[str]) -> str | None:

@@ -185,7 +185,8 @@ class Policy:
     scenario: str
     categories: tuple[str, ...]
     columns: tuple[ColumnRule, ...]
-    sensitive_areas: Path | None = None  # rows with a position inside are never exported
+    sensitive_areas: Path | None = None  # no exported grid cell may overlap these areas
+    sensitive_areas_sha256: str | None = None  # of the file as loaded (part of the version)
     anonymity: Anonymity | None = None
 
     @property
@@ -230,8 +231,25 @@ def parse_duration(text: str) -> timedelta:
     return timedelta(**{_DURATION_UNITS[text[-1]]: int(text[:-1])})
 
 
-def policy_version(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
+def policy_version(data: bytes, sensitive_areas: bytes | None = None) -> str:
+    """SHA-256 of the policy file, and of the sensitive-areas file it names, if any."""
+    digest = hashlib.sha256(data)
+    if sensitive_areas is not None:
+        digest.update(b"\0" + hashlib.sha256(sensitive_areas).digest())
+    return "sha256:" + digest.hexdigest()
+
+
+def sensitive_areas_bytes(policy: Policy) -> bytes:
+    """The policy's sensitive-areas file, exactly as it was when the policy was loaded."""
+    assert policy.sensitive_areas is not None
+    data = policy.sensitive_areas.read_bytes()
+    if hashlib.sha256(data).hexdigest() != policy.sensitive_areas_sha256:
+        raise PolicyInvalid(
+            f"sensitive_areas file {policy.sensitive_areas} changed since the policy was loaded",
+            dataset=policy.dataset,
+            file=str(policy.sensitive_areas),
+        )
+    return data
 
 
 def read_schedule(path: Path) -> dict[str, Any]:
@@ -274,7 +292,9 @@ def load_policy(dataset: str, directory: Path | None = None) -> Policy:
             dataset=dataset,
             file=str(path),
         )
-    policy = _build(raw, path, policy_version(data))
+    areas_path = _sensitive_areas(raw.get("sensitive_areas"), path.parent)
+    areas = areas_path.read_bytes() if areas_path and areas_path.is_file() else None
+    policy = _build(raw, path, policy_version(data, areas), areas)
     if policy.is_active:
         _check_active_rules(policy)
     return policy
@@ -293,7 +313,7 @@ def _check_schema(raw: Any, dataset: str, path: Path) -> None:
         )
 
 
-def _build(raw: dict[str, Any], path: Path, version: str) -> Policy:
+def _build(raw: dict[str, Any], path: Path, version: str, areas: bytes | None) -> Policy:
     schedule = raw["schedule"]
     return Policy(
         dataset=raw["dataset"],
@@ -311,6 +331,7 @@ def _build(raw: dict[str, Any], path: Path, version: str) -> Policy:
             for name, spec in raw["columns"].items()
         ),
         sensitive_areas=_sensitive_areas(raw.get("sensitive_areas"), path.parent),
+        sensitive_areas_sha256=hashlib.sha256(areas).hexdigest() if areas is not None else None,
         anonymity=_anonymity(raw.get("anonymity")),
     )
 
@@ -377,9 +398,23 @@ def _location_problems(policy: Policy) -> list[str]:
         problems.append("generalize_location: lat and lon must use the same grid_deg")
     if located and policy.sensitive_areas is None:
         problems.append("generalize_location needs a sensitive_areas file")
-    if policy.sensitive_areas and not policy.sensitive_areas.is_file():
-        problems.append(f"sensitive_areas file {policy.sensitive_areas} does not exist")
+    if policy.sensitive_areas:
+        problems += _areas_problems(policy)
     return problems
+
+
+def _areas_problems(policy: Policy) -> list[str]:
+    """An empty or unreadable areas file would silently protect nothing: refuse it."""
+    from crossborder.geo import parse_sensitive_areas
+
+    assert policy.sensitive_areas is not None
+    if policy.sensitive_areas_sha256 is None:
+        return [f"sensitive_areas file {policy.sensitive_areas} does not exist"]
+    try:
+        areas = parse_sensitive_areas(sensitive_areas_bytes(policy), str(policy.sensitive_areas))
+    except (ValueError, KeyError, TypeError) as exc:
+        return [f"sensitive_areas file cannot be used: {exc}"]
+    return [] if areas else [f"sensitive_areas file {policy.sensitive_areas} holds no polygon"]
 
 
 def _anonymity_problems(policy: Policy) -> list[str]:

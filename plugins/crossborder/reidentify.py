@@ -20,7 +20,7 @@ from datetime import date, timedelta
 from pathlib import Path
 
 from crossborder import ledger
-from crossborder.anonymize import pseudonym
+from crossborder.anonymize import pseudonym, pseudonymization_key
 from crossborder.extract import partition_path
 
 KEY_FILE_ENV = "CROSSBORDER_PSEUDONYMIZATION_KEY_FILE"
@@ -62,7 +62,7 @@ def _key(path: str | None) -> bytes:
     path = path or os.environ.get(KEY_FILE_ENV)
     if not path:
         raise SystemExit(f"give --key-file or set {KEY_FILE_ENV}")
-    return Path(path).read_bytes().strip()
+    return pseudonymization_key(Path(path).read_bytes())
 
 
 def main(argv: Sequence[str] | None = None) -> int:

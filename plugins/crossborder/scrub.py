@@ -50,37 +50,49 @@ _HAN = "\u4e00-\u9fff"
 _START = "(?<![0-9A-Za-z])"  # identifiers are whole tokens: Han and punctuation delimit
 _END = "(?![0-9A-Za-z])"
 
-# China spans about 18-54°N and 73-135°E; positions written with at least 3 decimals.
-_LAT = r"(?:1[89]|[2-4][0-9]|5[0-3])\.[0-9]{3,}"
-_LON = r"(?:7[3-9]|[89][0-9]|1[0-3][0-9])\.[0-9]{3,}"
+# China spans about 18-54°N and 73-135°E. A position is written in decimal degrees with
+# at least 3 decimals (31.2304) or in degrees, minutes and seconds (31°13'49").
+_LAT = "(?:1[89]|[2-4][0-9]|5[0-3])"
+_LON = "(?:7[3-9]|[89][0-9]|1[0-3][0-9])"
+_DMS = r"""° *[0-5]?[0-9] *['′](?: *[0-5]?[0-9](?:\.[0-9]+)? *["″])?"""
 
 
-def _axis(number: str, hemispheres: str) -> str:
-    """31.2304, N31.2304, 31.2304°N, 31.2304 N, 31.2304°."""
-    return rf"(?:[{hemispheres}] ?)?{number}(?: ?°)?(?: ?[{hemispheres}])?"
+def _axis(degrees: str, hemispheres: str, words: str) -> str:
+    """31.2304, N31.2304, 北纬31.2304, lat=31.2304, 31.2304°N, 31.2304 N, 31°13'49"N."""
+    before = f"(?:(?:[{hemispheres}]|{words}) *[:=]? *)?"
+    return rf"{before}{degrees}(?:\.[0-9]{{3,}}(?: ?°)?|{_DMS})(?: ?[{hemispheres}])?"
 
 
-_SEPARATOR = "(?: *, *| +)"  # full-width commas and spaces are ASCII by now
-_PAIR = (
-    rf"(?:{_axis(_LAT, 'NS')}{_SEPARATOR}{_axis(_LON, 'EW')}"
-    rf"|{_axis(_LON, 'EW')}{_SEPARATOR}{_axis(_LAT, 'NS')})"
-)
+_SEPARATOR = " *[,;&、]? *"  # full-width commas and spaces are ASCII by now
+_LATITUDE = _axis(_LAT, "NS", "北纬|纬度|(?i:latitude|lat)")
+_LONGITUDE = _axis(_LON, "EW", "东经|经度|(?i:longitude|long|lng|lon)")
+_PAIR = rf"(?:{_LATITUDE}{_SEPARATOR}{_LONGITUDE}|{_LONGITUDE}{_SEPARATOR}{_LATITUDE})"
 _VIN_CHARS = "0-9A-HJ-NPR-Za-hj-npr-z"  # no I, O, Q
 _PLATE_LETTER = "A-HJ-NP-Za-hj-np-z"  # no I, O
+_GAP = "[ ./-]?"  # between the groups of a phone number or resident ID: 138.1234.5678
 
-# Top single-character surnames (Ministry of Public Security ranking), then compounds.
+
+def _token_start(*labels: str) -> str:
+    """Where an identifier may start: a token start, or right after a glued label (Tel138…)."""
+    return "(?:" + "|".join([_START, *(f"(?<=(?i:{label}))" for label in labels)]) + ")"
+
+
+# Frequent single-character surnames (Ministry of Public Security ranking), then compounds.
 _SURNAMES = (
     "王李张刘陈杨黄赵吴周徐孙马朱胡郭何林高罗郑梁谢宋唐许邓韩冯曹彭曾肖田董潘袁蔡蒋余"
     "于杜叶程魏苏吕丁任卢姚沈钟姜崔谭陆范汪廖石金韦贾夏付傅方邹熊白孟秦邱侯江尹薛闫段"
     "雷龙黎史陶贺毛郝顾龚邵万覃武钱戴严欧莫孔向常汤康易乔赖文施洪辛柯庄聂章鲁岳翟殷詹"
     "申耿关兰焦俞左柳甘祝包宁符舒阮纪梅童凌毕单季裴霍涂苗谷盛曲翁冉骆蓝游靳管柴鲍"
+    "温牛樊葛邢安齐伍庞颜倪尚成萧阎"
 )
-_SURNAME = f"(?:欧阳|司马|上官|诸葛|[{_SURNAMES}])"
+_COMPOUND_SURNAMES = "欧阳|司马|上官|诸葛|皇甫|尉迟|公孙|慕容|令狐"
+_SURNAME = f"(?:{_COMPOUND_SURNAMES}|[{_SURNAMES}])"
 _HONORIFIC = "先生|女士|小姐"
 # After a cue the name runs into the sentence (客户王芳反映): a given name does not
 # start with an honorific or with these function words and verbs.
 _NOT_GIVEN = "的了在于已和与及对反来去送称说电手要投到将把被从也都就请等向是有今昨"
 _GIVEN = f"(?:(?!{_HONORIFIC}|[{_NOT_GIVEN}])[{_HAN}])"
+_HAN_NAME = f"{_SURNAME}[{_HAN}]{{1,2}}"  # a whole Han run that is a name: 王芳, 欧阳子涵
 
 # (kind, pattern, validator), in priority order: where two patterns match at the same
 # place the earlier wins (e-mail before the numbers in its local part, coordinates before
@@ -94,37 +106,39 @@ _DETECTORS: tuple[tuple[str, str, Callable[[str], bool] | None], ...] = (
     ),
     ("coordinates", rf"(?<![0-9A-Za-z.])(?:\( *{_PAIR} *\)|{_PAIR}){_END}", None),
     (
-        "resident_id",  # 18 characters, or 6-8-4 groups with spaces
-        rf"{_START}[1-8][0-9]{{5}} ?[0-9]{{8}} ?[0-9]{{3}}[0-9Xx]{_END}",
-        lambda value: is_valid_resident_id(value.replace(" ", "")),
+        "resident_id",  # 18 characters, or 6-8-4 groups
+        rf"{_token_start('ID')}[1-8][0-9]{{5}}{_GAP}[0-9]{{8}}{_GAP}[0-9]{{3}}[0-9Xx]{_END}",
+        lambda value: is_valid_resident_id(re.sub("[ ./-]", "", value)),
     ),
     (
         "vin",  # "VIN" glued to the number (VINLSV...) is common in Chinese notes
-        rf"(?:{_START}|(?<=[Vv][Ii][Nn]))[{_VIN_CHARS}]{{17}}{_END}",
+        rf"{_token_start('VIN')}[{_VIN_CHARS}]{{17}}{_END}",
         is_valid_vin,
     ),
     (
-        "mobile",
-        rf"{_START}(?:\(\+86\) ?|(?:\+|00)?86[ -]?)?1[3-9][0-9](?:[ -]?[0-9]{{4}}){{2}}{_END}",
+        "mobile",  # 3-4-4 groups
+        rf"{_token_start('TEL', 'PHONE', 'MOBILE')}(?:\(\+86\) ?|(?:\+|00)?86[ -]?)?"
+        rf"1[3-9][0-9]{_GAP}[0-9]{{4}}{_GAP}[0-9]{{4}}{_END}",
         None,
     ),
     (
         "plate",  # new-energy (8 characters) first, then ordinary plates
-        rf"[{PROVINCE_ABBREVIATIONS}][{_PLATE_LETTER}][{PLATE_DOTS} ]?"
+        rf"[{PROVINCE_ABBREVIATIONS}] ?[{_PLATE_LETTER}][{PLATE_DOTS} ]?"
         rf"(?:[DFdf][{_PLATE_LETTER}0-9][0-9]{{4}}|[0-9]{{5}}[DFdf]|[{_PLATE_LETTER}0-9]{{5}}){_END}",
         None,
     ),
     (
         "name",  # after a cue word: 联系人：王芳, 车主王芳先生
-        rf"(?:联系人|车主|客户|姓名|由(?!于))[: ]{{0,2}}(?P<value>{_SURNAME}{_GIVEN}{{1,2}})",
+        rf"(?:联系人|车主|客户|姓名|由(?!于)) *:? *(?P<value>{_SURNAME}{_GIVEN}{{1,2}})",
         None,
     ),
     ("name", rf"(?P<value>{_SURNAME}{_GIVEN}{{1,2}})(?={_HONORIFIC})", None),  # keep 先生
     (
-        "name",  # a short Han run alone in Latin text: "owner 王芳 called"
-        rf"(?:(?<=[A-Za-z] )|(?<=[A-Za-z][:,] ))(?P<value>{_SURNAME}[{_HAN}]{{1,2}})(?![{_HAN}])",
+        "name",  # a short Han run after Latin text: "owner 王芳", "Mr. 王芳", "contact: 王芳"
+        rf"(?<=[A-Za-z])[.:, ]+(?P<value>{_HAN_NAME})(?![{_HAN}])",
         None,
     ),
+    ("name", rf"(?<![{_HAN}])(?P<value>{_HAN_NAME})(?= +[a-z])", None),  # "王芳 called"
 )
 # One scan per text: alternative i is group k{i}; the part it replaces is group v{i} if
 # the pattern marks one, else the whole of k{i}.
@@ -142,17 +156,20 @@ _REPLACED_GROUP = [
 # forms included): texts that fail it cannot hold a match and skip the Python pass.
 _D = "[0-9０-９]"
 _ALNUM = "[0-9A-Za-z０-９Ａ-Ｚａ-ｚ]"
+_FIRST = _SURNAMES + "".join(name[0] for name in _COMPOUND_SURNAMES.split("|"))
 _PREFILTER = "|".join(
     [
         "[@＠]",
-        f"{_D}{{2}}[.．]{_D}{{3}}",  # coordinates
+        f"{_D}{{2}}[.．]{_D}{{3}}",  # coordinates in decimal degrees
+        f"{_D}°",  # coordinates in degrees, minutes and seconds
         f"{_D}{{6}}.?{_D}{{8}}",  # resident ID
         f"[1１][3-9３-９]{_D}.?{_D}{{4}}",  # mobile
         f"{_ALNUM}{{17}}",  # VIN
-        f"[{PROVINCE_ABBREVIATIONS}][A-Za-zＡ-Ｚａ-ｚ]",  # plate
-        f"(?:联系人|车主|客户|姓名|由).{{0,2}}[{_SURNAMES}欧司上诸]",  # cued name
+        rf"[{PROVINCE_ABBREVIATIONS}]\pZ?[A-Za-zＡ-Ｚａ-ｚ]",  # plate
+        rf"(?:联系人|车主|客户|姓名|由)[\pZ:：]*[{_FIRST}]",  # cued name
         _HONORIFIC,
-        f"[A-Za-zＡ-Ｚａ-ｚ][:,：，]?.[{_SURNAMES}欧司上诸]",  # name in Latin text
+        rf"[A-Za-zＡ-Ｚａ-ｚ][.:,．：，\pZ]+[{_FIRST}]",  # name after Latin text
+        rf"[{_FIRST}][{_HAN}]{{1,3}}\pZ+[a-zａ-ｚ]",  # name before Latin text
     ]
 )
 

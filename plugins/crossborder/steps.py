@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from crossborder import alerts, ledger
-from crossborder.anonymize import anonymize_partition, staging_path
+from crossborder.anonymize import anonymize_partition, evidence_for_manifest, staging_path
 from crossborder.classify import Decision, classify
 from crossborder.errors import AnonymizationResidue, CrossborderError, ExportRefused, QualityFailed
 from crossborder.extract import SHANGHAI, Extract, extract_partition, is_ready, partition_path
@@ -304,7 +304,9 @@ def publish(
         quality=for_manifest(quality),
         objects=objects,
         encryption=crypto.encryption_info(public),
-        anonymization={**staged["anonymization"], "verification": verification},
+        anonymization=evidence_for_manifest(
+            {**staged["anonymization"], "verification": verification}
+        ),
         extra={"reasons": decision["reasons"], "columns": staged["columns"]},
     )
     published = landing.publish_manifest(

@@ -22,8 +22,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from crossborder.errors import AnonymizationResidue, QualityFailed
-from crossborder.policy import Policy
+from crossborder.digest import sha256_file
+from crossborder.errors import AnonymizationResidue, IntegrityMismatch, QualityFailed
+from crossborder.policy import Policy, sensitive_areas_bytes
 
 
 @dataclass(frozen=True)
@@ -71,7 +72,7 @@ def verify_partition(
 ) -> Verification:
     """Run every check on the staged files; raise AnonymizationResidue if any finds residue."""
     dataset, day = staged["dataset"], staged["day"]
-    files = [f["path"] for f in staged["files"]]
+    files = _unchanged_files(staged)
     suite, residues = _suite(dataset, day, files, report_dir)
     pii = scan_files(files)
     residues += [
@@ -107,6 +108,20 @@ def verify_partition(
         error.result = result.summary()
         raise error
     return result
+
+
+def _unchanged_files(staged: dict[str, Any]) -> list[str]:
+    """The staged files, refused if any differs from what anonymize wrote: what is
+    verified is byte for byte what will be encrypted."""
+    for item in staged["files"]:
+        if sha256_file(Path(item["path"]))[0] != item["sha256"]:
+            raise IntegrityMismatch(
+                "staged file changed after anonymization: re-run from anonymize",
+                dataset=staged["dataset"],
+                day=staged["day"],
+                file=item["path"],
+            )
+    return [item["path"] for item in staged["files"]]
 
 
 def _suite(
@@ -205,7 +220,7 @@ def check_sensitive_areas(policy: Policy, files: list[str]) -> dict[str, Any] | 
         return None
     lat_name, lon_name = pair[0].name, pair[1].name
     grid = pair[0].options["grid_deg"]
-    areas = _areas(policy.sensitive_areas)
+    areas = _areas(sensitive_areas_bytes(policy))
     inside = 0
     for file in files:
         table = pq.read_table(file, columns=[lat_name, lon_name]).drop_null()
@@ -220,12 +235,12 @@ def check_sensitive_areas(policy: Policy, files: list[str]) -> dict[str, Any] | 
     }
 
 
-def _areas(path: Path) -> Any:
+def _areas(data: bytes) -> Any:
     """All polygons of the GeoJSON as one prepared shapely geometry."""
     import shapely
     from shapely.geometry import shape
 
-    document = json.loads(path.read_text(encoding="utf-8"))
+    document = json.loads(data.decode("utf-8"))
     union = shapely.union_all([shape(f["geometry"]) for f in document["features"]])
     shapely.prepare(union)
     return union
