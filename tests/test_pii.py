@@ -121,15 +121,22 @@ POSITIVES = [
     ("resident_id", "owner ID no. 310112 19890426 531X.", "310112 19890426 531X"),
     ("resident_id", "证件号码：31015120030113653x", "31015120030113653x"),
     ("resident_id", "ID31010119530503121X", "31010119530503121X"),
+    ("resident_id", "身份证110105-19491231-002X办理", "110105-19491231-002X"),
+    ("resident_id", "ID11010519491231002X checked", "11010519491231002X"),
     ("mobile", "客户电话13812345678请回电", "13812345678"),
     ("mobile", "联系方式：(+86) 13812345678", "(+86) 13812345678"),
     ("mobile", "tel:+86-138-1234-5678", "+86-138-1234-5678"),
     ("mobile", "手机0086 138 1234 5678。", "0086 138 1234 5678"),
     ("mobile", "TEL13812345678", "13812345678"),
+    ("mobile", "Tel+86 138 1234 5678", "+86 138 1234 5678"),
+    ("mobile", "手机138.1234.5678。", "138.1234.5678"),
+    ("mobile", "客户电话138/1234/5678请回电", "138/1234/5678"),
     ("plate", "车牌沪A·D12345进店", "沪A·D12345"),
     ("plate", "licence plate 粤B 12345D towed", "粤B 12345D"),
     ("plate", "车牌苏E•5B123", "苏E•5B123"),
     ("plate", "沪K・29624车辆", "沪K・29624"),
+    ("plate", "车牌沪 A12345进店", "沪 A12345"),
+    ("plate", "licence plate 沪 AD12345 towed", "沪 AD12345"),
     ("vin", "chassis no. lsv2jbzr5NU759615 checked", "lsv2jbzr5NU759615"),
     ("vin", "VINLB3L8HKY8M2597485已登记", "LB3L8HKY8M2597485"),
     ("email", "邮箱：NA.YAO@QQ.COM。", "NA.YAO@QQ.COM"),
@@ -139,6 +146,11 @@ POSITIVES = [
     ("coordinates", "位置121.166489,30.785525附近", "121.166489,30.785525"),
     ("coordinates", "故障发生位置 (31.132685, 121.694108)", "(31.132685, 121.694108)"),
     ("coordinates", "GPS 39.9042 116.4074", "39.9042 116.4074"),
+    ("coordinates", "位置北纬31.2304 东经121.4737附近", "北纬31.2304 东经121.4737"),
+    ("coordinates", "url ?lat=31.23040&lon=121.47370", "lat=31.23040&lon=121.47370"),
+    ("coordinates", "拖车地点：31°13'49\"N 121°28'25\"E", "31°13'49\"N 121°28'25\"E"),
+    ("coordinates", "位置 31°13′49.5″N, 121°28′25″E 附近", "31°13′49.5″N, 121°28′25″E"),
+    ("coordinates", "位置31°13’49”N 121°28’25”E", "31°13’49”N 121°28’25”E"),  # IME quotes
     ("name", "联系人：欧阳子涵", "欧阳子涵"),
     ("name", "姓名: 于娜", "于娜"),
     ("name", "车主马平先生来店", "马平"),
@@ -146,6 +158,9 @@ POSITIVES = [
     ("name", "请张伟先生回电", "张伟"),
     ("name", "客户王芳反映异响", "王芳"),
     ("name", "owner 王芳 called", "王芳"),
+    ("name", "王芳 called about the noise", "王芳"),
+    ("name", "联系人：  王芳", "王芳"),
+    ("name", "联系人：\u3000王芳", "王芳"),
     ("name", "contact person: 诸葛明", "诸葛明"),
     ("name", "Mr. 陈国华 will pick it up", "陈国华"),
 ]
@@ -160,14 +175,22 @@ NEGATIVES = [
     "abc13812345678",  # inside a longer token
     "13812345678901",  # 14 digits
     "12812345678",  # not a mobile segment
+    "价格 138.12345678",  # a decimal, not 138.1234.5678
+    "138.1234/5678",  # mixed marks
+    "证件号 110105-19491231-0021",  # dashed, wrong check character (X)
     "客服热线 400-820-8820",
     "工单号 RO-202611240012 已关闭",
     "订单号 202611241530123456",  # 18 digits, no province 20
     "京AI2345",  # plates never use I
     "新BMS12345 模块",  # a province character before an ECU name
+    "云 SERVER 宕机",  # an ordinary plate has a digit
     "VIN LSVAB1234567890123",  # 20 characters
     "S31.2304 E121.4737",  # southern hemisphere
     "lat 31.23 lon 121.47",  # two decimals are not precise
+    "lat=31.23&lon=121.47",
+    "31°13'N 121°28'E",  # minutes without seconds are not precise
+    "31°73'49\"N 121°28'25\"E",  # 73 minutes
+    "31°13'49\"S 121°28'25\"E",  # southern hemisphere
     "v4.31.2304,121.4737",  # a version string
     "IP 10.31.230.121",
     "Torque 121.456 Nm, angle 31.250 deg",
@@ -187,6 +210,13 @@ NEGATIVES = [
 @pytest.mark.parametrize("text", NEGATIVES)
 def test_look_alikes_are_not_findings(text):
     assert found(text) == []
+
+
+def test_degrees_minutes_seconds_are_converted_before_the_bounding_box_check():
+    # 53°29'59" is 53.4997°, inside China's latitudes; 53°59'59" is 53.9997°, north of them.
+    assert kinds("53°29'59\"N 121°28'25\"E") == {"coordinates"}
+    assert kinds("53°59'59\"N 121°28'25\"E") == set()
+    assert kinds("3°13'49\"N 121°28'25\"E") == set()  # 3.23°N, south of the Spratlys
 
 
 def test_full_width_forms_count_as_ascii_and_spans_index_the_original_text():
@@ -278,6 +308,7 @@ def test_scan_array_agrees_with_find_on_random_fragments_of_identifiers():
     values = [value for _, planted in planted_corpus() for _, value in planted]
     pieces = [*values, "VIN", "ID", "TEL", "owner ", "客户", "由", "先生", "欧阳", "芳", "北纬"]
     pieces += [" ", "\u3000", ",", "，", ".", "°", "N", "E", "-", "+86", "(", ")", "@", "1", "x"]
+    pieces += ["/", "'", '"', "′", "″", "&", "lat=", "Tel", "沪 ", "云 SERVER"]
     texts = []
     for _ in range(20_000):
         text = "".join(pieces[i] for i in rng.integers(0, len(pieces), rng.integers(1, 6)))
