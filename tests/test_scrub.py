@@ -12,6 +12,7 @@ import pyarrow as pa
 import pytest
 from pii_corpus import KINDS, clean_corpus, planted_corpus
 
+from crossborder import pii
 from crossborder import scrub as scrub_module
 from crossborder.identifiers import is_valid_resident_id, is_valid_vin
 from crossborder.scrub import PLACEHOLDERS, scrub, scrub_array
@@ -74,15 +75,20 @@ def test_identifier_shapes_with_wrong_check_digits_are_left_unchanged(clean):
         ("客户电话13812345678请回电", "客户电话[PHONE]请回电"),
         ("手机１３８１２３４５６７８。", "手机[PHONE]。"),
         ("call back on (+86) 139-0690-2158 today", "call back on [PHONE] today"),
+        ("手机138.1234.5678或138/1234/5678", "手机[PHONE]或[PHONE]"),
+        ("Tel13812345678, TEL+86 138 1234 5678", "Tel[PHONE], TEL[PHONE]"),  # glued labels
         ("订单号 2013812345678", "订单号 2013812345678"),  # a phone inside a longer number
         (f"证件号码：{RESIDENT_ID}", "证件号码：[ID]"),
         ("owner ID no. 110105 19491231 002X.", "owner ID no. [ID]."),
         (f"身份证{RESIDENT_ID.lower()}办理", "身份证[ID]办理"),
+        ("身份证110105-19491231-002X", "身份证[ID]"),
+        (f"ID{RESIDENT_ID} checked", "ID[ID] checked"),
         (f"VIN{VIN}已登记", "VIN[VIN]已登记"),  # glued to "VIN", as often typed
         (f"chassis no. {VIN.lower()} checked", "chassis no. [VIN] checked"),
         (f"VIN {BAD_VIN} 校验位不符", f"VIN {BAD_VIN} 校验位不符"),
         ("车牌沪A·D12345进店", "车牌[PLATE]进店"),
         ("沪N BN461车辆", "[PLATE]车辆"),
+        ("licence plate 沪 A12345 towed", "licence plate [PLATE] towed"),
         ("车牌号：沪Ａ・１２３４５", "车牌号：[PLATE]"),
         ("邮箱：NA.YAO@QQ.COM。", "邮箱：[EMAIL]。"),
         ("拖车地点：(30.827190, 121.804772)", "拖车地点：[COORD]"),
@@ -90,6 +96,13 @@ def test_identifier_shapes_with_wrong_check_digits_are_left_unchanged(clean):
         ("stopped at N31.2304 E121.4737 on the ramp", "stopped at [COORD] on the ramp"),
         ("拖车地点：31.2304°N 121.4737°E", "拖车地点：[COORD]"),
         ("故障发生位置 ３１.５９０６４，１２１.８７８５１", "故障发生位置 [COORD]"),
+        ("位置北纬31.2304 东经121.4737附近", "位置[COORD]附近"),
+        ("纬度：31.2304，经度：121.4737", "[COORD]"),
+        ("map?lat=31.23040&lon=121.47370", "map?[COORD]"),
+        ("lat: 31.2304, lng: 121.4737", "[COORD]"),
+        ("拖车地点：31°13'49\"N 121°28'25\"E", "拖车地点：[COORD]"),
+        ("位置 31°13′49.5″N，121°28’25”E", "位置 [COORD]"),
+        ("西沙 16.8340, 112.3450", "西沙 [COORD]"),  # islands south of 18°N
         ("Torque 121.456 Nm, angle 31.250 deg", "Torque 121.456 Nm, angle 31.250 deg"),
         ("联系人：欧阳子涵", "联系人：[NAME]"),
         ("车主马平军先生来店", "车主[NAME]先生来店"),  # the honorific stays
@@ -97,6 +110,12 @@ def test_identifier_shapes_with_wrong_check_digits_are_left_unchanged(clean):
         ("由高磊女士送修", "由[NAME]女士送修"),
         ("客户王芳反映异响", "客户[NAME]反映异响"),
         ("owner 王芳 called", "owner [NAME] called"),
+        ("王芳 called about the noise", "[NAME] called about the noise"),
+        ("联系人：  王芳", "联系人：  [NAME]"),
+        ("Mr. 王芳; NAME: 李娜", "Mr. [NAME]; NAME: [NAME]"),
+        ("升级OTA，成功后复检；刷新VCU 程序", "升级OTA，成功后复检；刷新VCU 程序"),  # not names
+        ("由温度过高引起", "由温度过高引起"),
+        ("电话 138.1234.56789", "电话 138.1234.56789"),  # too many digits
         ("由于电池温度偏高", "由于电池温度偏高"),
         ("软件版本 4.3.1，OTA任务 1234567890123", "软件版本 4.3.1，OTA任务 1234567890123"),
     ],
@@ -200,3 +219,27 @@ def test_scrub_does_not_share_code_with_the_verification_detectors():
         elif isinstance(node, ast.ImportFrom):
             imported |= {f"{node.module}.{alias.name}" for alias in node.names}
     assert not [name for name in imported if name.startswith("crossborder.pii")]
+
+
+# --- agreement with the verifier --------------------------------------------------------
+# crossborder.pii re-scans scrub's output before a partition leaves; anything it still finds
+# blocks the whole partition. The detectors are written independently, so these tests are
+# the check that scrub removes at least what the verifier looks for.
+
+
+def test_the_verifier_finds_nothing_in_scrubbed_planted_texts(planted):
+    left = [
+        (text, out, [out[f.start : f.end] for f in found])
+        for text, _ in planted
+        if (found := pii.find(out := scrub(text)[0]))
+    ]
+    assert left == []
+
+
+def test_the_verifier_finds_nothing_in_a_scrubbed_column_of_generated_notes():
+    texts, planted = notes_with_pii(np.random.default_rng(5), 20_000, 0.2)
+    values = pa.array(texts)
+    assert all(pii.scan_array(values).values())  # the verifier sees every kind before
+    out, counts = scrub_array(values)
+    assert pii.scan_array(out) == dict.fromkeys(pii.DETECTORS, 0)
+    assert counts == _planted_counts(planted)

@@ -38,10 +38,10 @@ PLACEHOLDERS: dict[str, str] = {
     "name": "[NAME]",
 }
 
-# Full-width ASCII (U+FF01..U+FF5E) to ASCII, and the ideographic, no-break and thin
+# Full-width ASCII (U+FF01..U+FF5E) to ASCII, and tabs, ideographic, no-break and thin
 # spaces to a plain space: one character for one, so positions do not move.
 _TO_ASCII = {code: code - 0xFEE0 for code in range(0xFF01, 0xFF5F)} | dict.fromkeys(
-    [0x3000, 0x00A0, 0x202F, 0x205F, *range(0x2000, 0x200B)], ord(" ")
+    [0x09, 0x3000, 0x00A0, 0x202F, 0x205F, *range(0x2000, 0x200B)], ord(" ")
 )
 
 # --- detectors (on the ASCII-mapped text) ---------------------------------------------
@@ -50,31 +50,38 @@ _HAN = "\u4e00-\u9fff"
 _START = "(?<![0-9A-Za-z])"  # identifiers are whole tokens: Han and punctuation delimit
 _END = "(?![0-9A-Za-z])"
 
-# China spans about 18-54°N and 73-135°E. A position is written in decimal degrees with
-# at least 3 decimals (31.2304) or in degrees, minutes and seconds (31°13'49").
-_LAT = "(?:1[89]|[2-4][0-9]|5[0-3])"
+# China spans about 4-54°N (South China Sea islands included) and 73-135°E. A position
+# is written in decimal degrees with at least 3 decimals (31.2304), or in degrees, minutes
+# and seconds (31°13'49").
+_LAT = "(?:[3-9]|[1-4][0-9]|5[0-3])"
 _LON = "(?:7[3-9]|[89][0-9]|1[0-3][0-9])"
-_DMS = r"""° *[0-5]?[0-9] *['′](?: *[0-5]?[0-9](?:\.[0-9]+)? *["″])?"""
+_SIXTIETHS = r"[0-5]?[0-9](?:\.[0-9]+)?"  # minutes or seconds
+# Minute and second marks: ASCII, primes, and the curly quotes Chinese input methods type.
+_DMS = rf"""° *{_SIXTIETHS} *['′’](?: *{_SIXTIETHS} *["″”])?"""
 
 
 def _axis(degrees: str, hemispheres: str, words: str) -> str:
     """31.2304, N31.2304, 北纬31.2304, lat=31.2304, 31.2304°N, 31.2304 N, 31°13'49"N."""
     before = f"(?:(?:[{hemispheres}]|{words}) *[:=]? *)?"
-    return rf"{before}{degrees}(?:\.[0-9]{{3,}}(?: ?°)?|{_DMS})(?: ?[{hemispheres}])?"
+    return rf"{before}{degrees}(?:\.[0-9]{{3,}}(?![0-9])(?: ?°)?|{_DMS})(?: ?[{hemispheres}])?"
 
 
 _SEPARATOR = " *[,;&、]? *"  # full-width commas and spaces are ASCII by now
-_LATITUDE = _axis(_LAT, "NS", "北纬|纬度|(?i:latitude|lat)")
-_LONGITUDE = _axis(_LON, "EW", "东经|经度|(?i:longitude|long|lng|lon)")
+_LATITUDE = _axis(_LAT, "NSns", "北纬|纬度|(?i:latitude|lat)")
+_LONGITUDE = _axis(_LON, "EWew", "东经|经度|(?i:longitude|long|lng|lon)")
 _PAIR = rf"(?:{_LATITUDE}{_SEPARATOR}{_LONGITUDE}|{_LONGITUDE}{_SEPARATOR}{_LATITUDE})"
 _VIN_CHARS = "0-9A-HJ-NPR-Za-hj-npr-z"  # no I, O, Q
 _PLATE_LETTER = "A-HJ-NP-Za-hj-np-z"  # no I, O
-_GAP = "[ ./-]?"  # between the groups of a phone number or resident ID: 138.1234.5678
+_GAPS = " ./-"  # between the groups of a phone number or resident ID: 138.1234.5678
+_GAP = f"[{_GAPS}]?"
 
 
-def _token_start(*labels: str) -> str:
-    """Where an identifier may start: a token start, or right after a glued label (Tel138…)."""
-    return "(?:" + "|".join([_START, *(f"(?<=(?i:{label}))" for label in labels)]) + ")"
+def _token_start(first: str, *labels: str) -> str:
+    """Where an identifier starting with a ``first`` character may start: at a token start,
+    or right after a glued label (Tel138…). Checking ``first`` before looking back is faster.
+    """
+    after = "|".join([_START, *(f"(?<=(?i:{label}))" for label in labels)])
+    return f"(?=[{first}])(?:{after})"
 
 
 # Frequent single-character surnames (Ministry of Public Security ranking), then compounds.
@@ -89,8 +96,9 @@ _COMPOUND_SURNAMES = "欧阳|司马|上官|诸葛|皇甫|尉迟|公孙|慕容|�
 _SURNAME = f"(?:{_COMPOUND_SURNAMES}|[{_SURNAMES}])"
 _HONORIFIC = "先生|女士|小姐"
 # After a cue the name runs into the sentence (客户王芳反映): a given name does not
-# start with an honorific or with these function words and verbs.
-_NOT_GIVEN = "的了在于已和与及对反来去送称说电手要投到将把被从也都就请等向是有今昨"
+# start with an honorific, with these function words and verbs, or with the second
+# character of a workshop word that starts like a surname (温度, 安装, 成功).
+_NOT_GIVEN = "的了在于已和与及对反来去送称说电手要投到将把被从也都就请等向是有今昨度装功"
 _GIVEN = f"(?:(?!{_HONORIFIC}|[{_NOT_GIVEN}])[{_HAN}])"
 _HAN_NAME = f"{_SURNAME}[{_HAN}]{{1,2}}"  # a whole Han run that is a name: 王芳, 欧阳子涵
 
@@ -104,25 +112,30 @@ _DETECTORS: tuple[tuple[str, str, Callable[[str], bool] | None], ...] = (
         rf"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{{2,}}{_END}",
         None,
     ),
-    ("coordinates", rf"(?<![0-9A-Za-z.])(?:\( *{_PAIR} *\)|{_PAIR}){_END}", None),
     (
-        "resident_id",  # 18 characters, or 6-8-4 groups
-        rf"{_token_start('ID')}[1-8][0-9]{{5}}{_GAP}[0-9]{{8}}{_GAP}[0-9]{{3}}[0-9Xx]{_END}",
-        lambda value: is_valid_resident_id(re.sub("[ ./-]", "", value)),
-    ),
-    (
-        "vin",  # "VIN" glued to the number (VINLSV...) is common in Chinese notes
-        rf"{_token_start('VIN')}[{_VIN_CHARS}]{{17}}{_END}",
-        is_valid_vin,
-    ),
-    (
-        "mobile",  # 3-4-4 groups
-        rf"{_token_start('TEL', 'PHONE', 'MOBILE')}(?:\(\+86\) ?|(?:\+|00)?86[ -]?)?"
-        rf"1[3-9][0-9]{_GAP}[0-9]{{4}}{_GAP}[0-9]{{4}}{_END}",
+        "coordinates",  # the look-ahead lists every possible first character: a quick no
+        rf"(?=[0-9(NSEWnsewLl北纬东经])(?<![0-9A-Za-z.])(?:\( *{_PAIR} *\)|{_PAIR}){_END}",
         None,
     ),
     (
-        "plate",  # new-energy (8 characters) first, then ordinary plates
+        "resident_id",  # 18 characters, or 6-8-4 groups; "ID" may be glued to it
+        rf"{_token_start('1-8', 'ID')}[1-8][0-9]{{5}}{_GAP}[0-9]{{8}}{_GAP}"
+        rf"[0-9]{{3}}[0-9Xx]{_END}",
+        lambda value: is_valid_resident_id(re.sub(f"[{_GAPS}]", "", value)),
+    ),
+    (
+        "vin",  # "VIN" glued to the number (VINLSV...) is common in Chinese notes
+        rf"{_token_start(_VIN_CHARS, 'VIN')}[{_VIN_CHARS}]{{17}}{_END}",
+        is_valid_vin,
+    ),
+    (
+        "mobile",  # 3-4-4 groups, with or without +86; "Tel" may be glued to it
+        rf"{_token_start('(+018', 'TEL', 'PHONE', 'MOBILE')}"
+        rf"(?:(?:\(\+86\)|(?:\+|00)?86){_GAP})?1[3-9][0-9]{_GAP}[0-9]{{4}}{_GAP}[0-9]{{4}}{_END}",
+        None,
+    ),
+    (
+        "plate",  # new-energy (8 characters) first, then ordinary plates; 沪A12345, 沪 A12345
         rf"[{PROVINCE_ABBREVIATIONS}] ?[{_PLATE_LETTER}][{PLATE_DOTS} ]?"
         rf"(?:[DFdf][{_PLATE_LETTER}0-9][0-9]{{4}}|[0-9]{{5}}[DFdf]|[{_PLATE_LETTER}0-9]{{5}}){_END}",
         None,
@@ -134,8 +147,8 @@ _DETECTORS: tuple[tuple[str, str, Callable[[str], bool] | None], ...] = (
     ),
     ("name", rf"(?P<value>{_SURNAME}{_GIVEN}{{1,2}})(?={_HONORIFIC})", None),  # keep 先生
     (
-        "name",  # a short Han run after Latin text: "owner 王芳", "Mr. 王芳", "contact: 王芳"
-        rf"(?<=[A-Za-z])[.:, ]+(?P<value>{_HAN_NAME})(?![{_HAN}])",
+        "name",  # a short Han run after Latin text: "owner 王芳", "Mr. 王芳", "NAME: 王芳"
+        rf"(?<=[A-Za-z])(?:(?<=[a-z])[.,]? +|\.? *: *)(?P<value>{_HAN_NAME})(?![{_HAN}])",
         None,
     ),
     ("name", rf"(?<![{_HAN}])(?P<value>{_HAN_NAME})(?= +[a-z])", None),  # "王芳 called"
@@ -156,6 +169,7 @@ _REPLACED_GROUP = [
 # forms included): texts that fail it cannot hold a match and skip the Python pass.
 _D = "[0-9０-９]"
 _ALNUM = "[0-9A-Za-z０-９Ａ-Ｚａ-ｚ]"
+_SPACE = r"[\pZ\t]"  # every character that maps to a space
 _FIRST = _SURNAMES + "".join(name[0] for name in _COMPOUND_SURNAMES.split("|"))
 _PREFILTER = "|".join(
     [
@@ -165,11 +179,11 @@ _PREFILTER = "|".join(
         f"{_D}{{6}}.?{_D}{{8}}",  # resident ID
         f"[1１][3-9３-９]{_D}.?{_D}{{4}}",  # mobile
         f"{_ALNUM}{{17}}",  # VIN
-        rf"[{PROVINCE_ABBREVIATIONS}]\pZ?[A-Za-zＡ-Ｚａ-ｚ]",  # plate
-        rf"(?:联系人|车主|客户|姓名|由)[\pZ:：]*[{_FIRST}]",  # cued name
+        rf"[{PROVINCE_ABBREVIATIONS}]{_SPACE}?[A-Za-zＡ-Ｚａ-ｚ]",  # plate
+        rf"(?:联系人|车主|客户|姓名|由)[\pZ\t:：]*[{_FIRST}]",  # cued name
         _HONORIFIC,
-        rf"[A-Za-zＡ-Ｚａ-ｚ][.:,．：，\pZ]+[{_FIRST}]",  # name after Latin text
-        rf"[{_FIRST}][{_HAN}]{{1,3}}\pZ+[a-zａ-ｚ]",  # name before Latin text
+        rf"[A-Za-zＡ-Ｚａ-ｚ][.:,．：，\pZ\t]+[{_FIRST}]",  # name after Latin text
+        rf"[{_FIRST}][{_HAN}]{{1,3}}{_SPACE}+[a-zａ-ｚ]",  # name before Latin text
     ]
 )
 
