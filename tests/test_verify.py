@@ -155,3 +155,27 @@ def test_missing_anonymized_suite_fails_closed(source, tmp_path, monkeypatch):
     monkeypatch.setenv("CROSSBORDER_EXPECTATIONS_DIR", str(empty))
     error = _residue(load_policy("diagnostics"), _staged(source, tmp_path, "diagnostics"))
     assert "no expectations/diagnostics.anonymized.json" in str(error)
+
+
+def test_identifier_shapes_of_the_suites_never_match_pseudonyms_or_uuids():
+    """A false alarm blocks the export: the shapes must not fire on what legitimately
+    leaves, including pseudonyms that happen to contain a label such as "tel" or "id"."""
+    import re
+    import uuid
+
+    shapes = {
+        e["kwargs"]["regex"]
+        for path in suite_path("x", "anonymized").parent.glob("*.anonymized.json")
+        for e in json.loads(path.read_text(encoding="utf-8"))["expectations"]
+        if e["type"] == "expect_column_values_to_not_match_regex"
+    }
+    assert shapes
+    values = [anonymize.pseudonym(KEY, "vin", str(n)) for n in range(20_000)]
+    values += [str(uuid.UUID(int=n * 7919)) for n in range(2_000)]
+    for label in ("tel", "Tel", "TEL", "id", "ID", "vin", "VIN"):
+        for start in range(0, anonymize.PSEUDONYM_LENGTH - len(label) + 1):
+            for base in values[:50]:
+                values.append((base[:start] + label + base[start:])[: anonymize.PSEUDONYM_LENGTH])
+    for shape in shapes:
+        pattern = re.compile(shape)
+        assert not [v for v in values if pattern.search(v)]
