@@ -10,7 +10,7 @@ import pytest
 from crossborder.policy import REPO_ROOT, policy_files
 
 EXPECTED_EXPORT_DAGS = {f"cn_export_{p.stem}" for p in policy_files()}
-ALLOWED_TAGS = {"cn-export", "us-receive", "active", "draft", "invalid"} | {
+ALLOWED_TAGS = {"cn-export", "us-receive", "cac-review", "active", "draft", "invalid"} | {
     p.stem for p in policy_files()
 }
 HEAVY_MODULES = (
@@ -80,8 +80,13 @@ def test_every_dag_file_imports_without_errors(parsed):
     assert parsed["errors"] == {}
 
 
-def test_one_export_dag_per_policy_plus_receive_dags(parsed):
-    assert set(parsed["dags"]) == EXPECTED_EXPORT_DAGS | {"us_receive", "cn_reconcile_receipts"}
+def test_one_export_dag_per_policy_plus_review_and_receive_dags(parsed):
+    assert set(parsed["dags"]) == EXPECTED_EXPORT_DAGS | {
+        "us_receive",
+        "cn_reconcile_receipts",
+        "cn_cac_review",
+        "cn_cac_review_reminders",
+    }
 
 
 def test_dag_folder_parses_fast_without_heavy_imports(parsed):
@@ -96,10 +101,14 @@ def test_tags_are_from_the_allow_list(parsed):
         assert set(info["tags"]) <= ALLOWED_TAGS, dag_id
 
 
-def test_tasks_retry_except_the_partition_sensor(parsed):
+# A sensor's timeout is final; a review gate's answer is a person's, never retried.
+NOT_RETRIED = {"wait_for_partition", "first_approval", "second_approval"}
+
+
+def test_tasks_retry_except_the_partition_sensor_and_the_review_gates(parsed):
     for dag_id, info in parsed["dags"].items():
         for task_id, retries in zip(info["tasks"], info["retries"], strict=True):
-            expected = 0 if task_id == "wait_for_partition" else 2
+            expected = 0 if task_id in NOT_RETRIED else 2
             assert retries == expected, f"{dag_id}.{task_id}"
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pendulum
+from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
 from airflow.sdk import DAG, BaseOperatorLink, Param, dag, task
 from airflow.sdk.bases.sensor import PokeReturnValue
 
@@ -138,9 +139,40 @@ def build_export_dag(policy_file: Path) -> DAG:
             return "plan_upload" if decision["route"] == "cleared" else "record_held"
 
         @task
-        def record_held(day: str, decision: dict[str, Any], **context: Any) -> dict[str, Any]:
-            """Record a blocked partition, or one awaiting CAC review; nothing leaves China."""
-            return _call("record_held", dataset, day, context["run_id"], decision)
+        def record_held(
+            day: str,
+            decision: dict[str, Any],
+            extracted: dict[str, Any],
+            quality: dict[str, Any],
+            staged: dict[str, Any],
+            verification: dict[str, Any],
+            **context: Any,
+        ) -> dict[str, Any]:
+            """Record a blocked partition, or hand one over for CAC review; nothing leaves."""
+            handover = {
+                "extracted": extracted,
+                "quality": quality,
+                "staged": staged,
+                "verification": verification,
+            }
+            return _call("record_held", dataset, day, context["run_id"], decision, handover)
+
+        @task.short_circuit
+        def needs_review(held: dict[str, Any]) -> bool:
+            """Only partitions routed cac_review go on to a review run."""
+            return held["route"] == "cac_review"
+
+        hand_over = TriggerDagRunOperator(
+            task_id="hand_over_for_review",
+            trigger_dag_id="cn_cac_review",
+            trigger_run_id="review__{{ run_id }}",
+            conf={
+                "dataset": dataset,
+                "partition_date": "{{ ti.xcom_pull(task_ids='record_held')['day'] }}",
+                "export_run_id": "{{ run_id }}",
+            },
+            skip_when_already_exists=True,  # re-running the task starts no second review
+        )
 
         @task
         def plan_upload(staged: dict[str, Any], decision: dict[str, Any]) -> list[dict[str, Any]]:
@@ -187,7 +219,9 @@ def build_export_dag(policy_file: Path) -> DAG:
         branch = route(decision)
         parts = plan_upload(staged, decision)
         uploaded = upload_part.expand(part=parts)
-        branch >> [parts, record_held(day, decision)]
+        held = record_held(day, decision, extracted, quality, staged, verification)
+        branch >> [parts, held]
+        needs_review(held) >> hand_over
         publish_manifest(day, uploaded, quality, staged, verification, decision, extracted)
 
     return export()
@@ -207,7 +241,8 @@ due by {info["export_time"]}
 (or `partition_date` when triggered with that parameter). Steps: wait for `_SUCCESS` →
 extract → quality suite → anonymize → verify anonymization (second suite, PII scan,
 k-anonymity, sensitive areas) → classify → `cleared`: encrypt + upload each file, then
-publish the signed manifest; `cac_review` or `blocked`: record and alert.
+publish the signed manifest; `cac_review`: record, alert and hand over to a
+`cn_cac_review` run (this run ends green); `blocked`: record and alert.
 
 Every task is idempotent: clear any task (or the whole run) to re-run it safely.
 """
