@@ -274,3 +274,10 @@ def exported_awaiting_receipt(engine: sa.Engine) -> list[dict[str, Any]]:
             )
         ).mappings()
         return [dict(r) for r in rows]
+
+
+def attempts_in_state(engine: sa.Engine, state: str) -> list[dict[str, Any]]:
+    """Every attempt now in ``state`` (e.g. the partitions awaiting review)."""
+    with engine.connect() as conn:
+        rows = conn.execute(sa.select(attempts).where(attempts.c.state == state)).mappings()
+        return [dict(r) for r in rows]

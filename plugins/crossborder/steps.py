@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
 
-from crossborder import alerts, ledger
+from crossborder import alerts, ledger, review
 from crossborder.anonymize import anonymize_partition, evidence_for_manifest, staging_path
 from crossborder.classify import Decision, classify
 from crossborder.errors import AnonymizationResidue, CrossborderError, ExportRefused, QualityFailed
@@ -190,12 +190,32 @@ def decide(
 
 
 def record_held(
-    settings: Settings, dataset: str, day: str, run_id: str, decision: dict[str, Any]
+    settings: Settings,
+    dataset: str,
+    day: str,
+    run_id: str,
+    decision: dict[str, Any],
+    handover: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Record a partition that does not leave now: blocked, or awaiting CAC review."""
+    """Record a partition that does not leave now: blocked, or awaiting CAC review.
+
+    For review, ``handover`` (extracted, quality, staged, verification) is kept in the
+    ledger with the decision: the review run reads the case from there.
+    """
     attempt_id = _attempt(settings, dataset, day, run_id)
     route = decision["route"]
     state = "awaiting_review" if route == "cac_review" else "blocked"
+    if route == "cac_review":
+        if not handover:
+            raise ExportRefused("a review needs the hand-over of the run", dataset=dataset, day=day)
+        ledger.record_event(
+            ledger.connect(settings.ledger_url),
+            dataset,
+            day,
+            review.HANDOVER_EVENT,
+            {**handover, "decision": decision},
+            attempt_id,
+        )
     _record(settings, attempt_id, state=state, rows_out=0, objects=0, error=None)
     reasons = "; ".join(f"{r['text']} [{r['rule']}]" for r in decision["reasons"])
     if route == "cac_review":
@@ -207,12 +227,14 @@ def record_held(
     return {"dataset": dataset, "day": day, "route": route, "reasons": reasons}
 
 
-def _require_cleared(staged: dict[str, Any], decision: dict[str, Any]) -> None:
-    """The upload refuses anything not routed ``cleared`` for exactly what was staged."""
+def _require_exportable(
+    settings: Settings, staged: dict[str, Any], decision: dict[str, Any]
+) -> list[dict[str, Any]]:
+    """The upload's own check, whatever its inputs say: ``cleared`` for exactly what was
+    staged, or ``cac_review`` with four-eyes approvals recorded in the ledger for the day's
+    latest attempt. Returns the approvals that count (none for cleared)."""
     dataset, day = staged["dataset"], staged["day"]
     found = Decision.from_dict(decision)
-    if found.route != "cleared":
-        raise ExportRefused(f"route is {found.route!r}, not 'cleared'", dataset=dataset, day=day)
     if found.policy_version != staged["policy_version"]:
         raise ExportRefused(
             f"the decision was made under {found.policy_version}, the data was staged under "
@@ -220,6 +242,28 @@ def _require_cleared(staged: dict[str, Any], decision: dict[str, Any]) -> None:
             dataset=dataset,
             day=day,
         )
+    if found.route == "cleared":
+        return []
+    if found.route != "cac_review":
+        raise ExportRefused(f"route is {found.route!r}: it never leaves", dataset=dataset, day=day)
+    engine = ledger.connect(settings.ledger_url)
+    latest = ledger.latest_attempt(engine, dataset, day) or {}
+    if latest.get("route") != "cac_review" or latest.get("policy_version") != found.policy_version:
+        raise ExportRefused(
+            "the ledger's latest attempt for the day is not this reviewed partition",
+            dataset=dataset,
+            day=day,
+        )
+    triggered = {
+        e["detail"].get("triggered_by")
+        for e in ledger.list_events(engine, dataset, day)
+        if e["kind"] == "review_opened" and e["attempt_id"] == latest["id"]
+    }
+    config = review.load_config()
+    approvals = latest["approvals"] or []
+    return review.require_approved(
+        approvals, config, dataset=dataset, day=day, excluded=triggered - {None}
+    )
 
 
 def plan_upload(
@@ -229,7 +273,7 @@ def plan_upload(
     from crossborder import crypto, landing
 
     dataset, day = staged["dataset"], staged["day"]
-    _require_cleared(staged, decision)
+    _require_exportable(settings, staged, decision)
     public = settings.require("recipient_public_pem", dataset=dataset, day=day)
     parts = [
         {
@@ -288,7 +332,7 @@ def publish(
     from crossborder import crypto, landing
     from crossborder.manifest import build_manifest
 
-    _require_cleared(staged, decision)
+    approvals = _require_exportable(settings, staged, decision)
     signing = settings.require("signing_private_pem", dataset=dataset, day=day)
     public = settings.require("recipient_public_pem", dataset=dataset, day=day)
     attempt_id = _attempt(settings, dataset, day, run_id)
@@ -304,6 +348,7 @@ def publish(
         quality=for_manifest(quality),
         objects=objects,
         encryption=crypto.encryption_info(public),
+        approvals=approvals,
         anonymization=evidence_for_manifest(
             {**staged["anonymization"], "verification": verification}
         ),
@@ -326,10 +371,131 @@ def publish(
     return {
         "dataset": dataset,
         "day": day,
-        "route": "cleared",
+        "route": decision["route"],
         "manifest": published.uri,
         "objects": len(objects),
     }
+
+
+# --- CAC review (cn_cac_review) ------------------------------------------------------------
+
+
+def open_review(
+    settings: Settings,
+    dataset: str,
+    day: str,
+    export_run_id: str,
+    review_run_id: str,
+    triggered_by: str | None,
+) -> dict[str, Any]:
+    """The case the gates show, from the hand-over of the daily run awaiting review."""
+    engine = ledger.connect(settings.ledger_url)
+    attempt = ledger.latest_attempt(engine, dataset, day)
+    if not attempt or attempt["dag_run_id"] != export_run_id:
+        raise ExportRefused(
+            f"run {export_run_id} is not the day's latest export attempt", dataset=dataset, day=day
+        )
+    if attempt["state"] != "awaiting_review":
+        raise ExportRefused(
+            f"the attempt is {attempt['state']}, not awaiting review", dataset=dataset, day=day
+        )
+    handover = next(
+        e["detail"]
+        for e in reversed(ledger.list_events(engine, dataset, day))
+        if e["kind"] == review.HANDOVER_EVENT and e["attempt_id"] == attempt["id"]
+    )
+    case = review.case_from_handover(handover)
+    opened = {"review_run_id": review_run_id, "triggered_by": triggered_by}
+    ledger.record_event(engine, dataset, day, "review_opened", opened, attempt["id"])
+    return {
+        **case,
+        "attempt_id": attempt["id"],
+        "export_run_id": export_run_id,
+        "triggered_by": triggered_by,
+        "subject": review.subject(case),
+        "body": review.body(case),
+    }
+
+
+def judge_gates(
+    settings: Settings, case: dict[str, Any], answers: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """Judge the gates answered so far. A failed gate rejects the review (recorded, alerted,
+    nothing uploaded); once enough gates approve, the approvals go into the ledger."""
+    config = review.load_config()
+    dataset, day = case["dataset"], case["day"]
+    excluded = {case["triggered_by"]} - {None}
+    approvals = []
+    for answer in answers:
+        approval, why = review.judge_answer(answer, config, excluded=excluded)
+        if approval is None:
+            return _reject_review(
+                settings, case, why, timed_out=not answer.get("responded_by_user")
+            )
+        excluded.add(approval.by)
+        approvals.append(approval.to_dict())
+    complete = len(approvals) >= config.approvals_required
+    if complete:
+        engine = ledger.connect(settings.ledger_url)
+        ledger.update_attempt(engine, case["attempt_id"], approvals=approvals)
+        ledger.record_event(
+            engine, dataset, day, "review_approved", {"approvals": approvals}, case["attempt_id"]
+        )
+    return {"approved": complete, "rejected": False, "approvals": approvals}
+
+
+def _reject_review(
+    settings: Settings, case: dict[str, Any], why: str, *, timed_out: bool
+) -> dict[str, Any]:
+    dataset, day, attempt_id = case["dataset"], case["day"], case["attempt_id"]
+    engine = ledger.connect(settings.ledger_url)
+    ledger.update_attempt(engine, attempt_id, state="rejected", error=f"review: {why}")
+    ledger.record_event(engine, dataset, day, "review_rejected", {"why": why}, attempt_id)
+    kind = "review_timeout" if timed_out else "review_rejected"
+    cause = f"CAC review ended without approval, nothing leaves China: {why}"
+    alerts.emit(
+        alerts.Alert(dataset, day, "judge_gates", kind, cause, case["export_run_id"]),
+        settings.ledger_url,
+    )
+    return {"approved": False, "rejected": True, "why": why}
+
+
+def remind_open_reviews(
+    settings: Settings, base_url: str, now: datetime | None = None
+) -> list[dict[str, Any]]:
+    """Alert again for each review still open ``remind_after`` after it opened or was last
+    reminded, with the link to its gates."""
+    config = review.load_config()
+    engine = ledger.connect(settings.ledger_url)
+    now = now or datetime.now(UTC)
+    reminded = []
+    for attempt in ledger.attempts_in_state(engine, "awaiting_review"):
+        dataset, day = attempt["dataset"], attempt["partition_date"]
+        events = [
+            e
+            for e in ledger.list_events(engine, dataset, day)
+            if e["attempt_id"] == attempt["id"]
+            and e["kind"] in ("review_opened", "review_reminder")
+        ]
+        opened = [e for e in events if e["kind"] == "review_opened"]
+        if not opened or now - _aware(events[-1]["at"]) < config.remind_after:
+            continue
+        run_id = opened[-1]["detail"]["review_run_id"]
+        link = f"{base_url.rstrip('/')}/dags/cn_cac_review/runs/{run_id}/required_actions"
+        waiting = now - _aware(opened[0]["at"])
+        cause = f"CAC review open for {waiting.days} days {waiting.seconds // 3600} h: {link}"
+        alerts.emit(
+            alerts.Alert(dataset, day, "remind", "review_reminder", cause, attempt["dag_run_id"]),
+            settings.ledger_url,
+        )
+        ledger.record_event(engine, dataset, day, "review_reminder", {"link": link}, attempt["id"])
+        reminded.append({"dataset": dataset, "day": day, "review_run_id": run_id})
+    return reminded
+
+
+def _aware(moment: datetime) -> datetime:
+    """SQLite hands timestamps back without their zone; they were written in UTC."""
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def reconcile_receipts(settings: Settings) -> list[dict[str, Any]]:
