@@ -104,12 +104,18 @@ def test_retrying_every_step_in_the_same_run_changes_nothing(env):
     assert (row["attempt"], row["state"], row["rows_out"]) == (1, "exported", 2000)
 
 
-@pytest.mark.parametrize("route", ["blocked", "cac_review"])
-def test_upload_and_publish_refuse_anything_not_cleared(env, route):
+@pytest.mark.parametrize(
+    ("route", "refusal"),
+    [
+        ("blocked", "route is 'blocked': it never leaves"),
+        ("cac_review", "latest attempt for the day was routed 'cleared'"),
+    ],
+)
+def test_upload_and_publish_refuse_a_route_the_ledger_does_not_hold(env, route, refusal):
     synthetic.generate_partition(env.source, DATASET, date.fromisoformat(DAY), rows=100)
     done = _decided(env)
     forged = {**done.decision, "route": route}
-    with pytest.raises(ExportRefused, match=f"route is '{route}'"):
+    with pytest.raises(ExportRefused, match=refusal):
         steps.plan_upload(done.cfg, done.staged, forged)
     with pytest.raises(ExportRefused):
         steps.publish(
@@ -209,6 +215,9 @@ def test_run_killed_mid_upload_is_completed_by_the_next_run(env, tmp_path):
         "anonymization": {},
     }
     decision = {"route": "cleared", "policy_version": "sha256:test", "reasons": []}
+    engine = ledger.connect(env.ledger_url)  # the run's decision, as classify records it
+    attempt = ledger.begin_attempt(engine, DATASET, DAY, "run-2")
+    ledger.update_attempt(engine, attempt, route="cleared", policy_version="sha256:test")
     cfg = env.settings()
     started = time.monotonic()
     parts = steps.plan_upload(cfg, staged, decision)
@@ -302,7 +311,13 @@ def test_telemetry_is_verified_and_held_for_review_with_its_evidence_in_the_ledg
     done = _decided(env, "run-1", "vehicle_telemetry")
     assert done.decision["route"] == "cac_review"
     assert done.decision["reasons"][0]["rule"] == "rules.thresholds.uncounted"
-    held = steps.record_held(done.cfg, "vehicle_telemetry", DAY, "run-1", done.decision)
+    handover = {
+        "extracted": done.extracted,
+        "quality": done.quality,
+        "staged": done.staged,
+        "verification": done.verification,
+    }
+    held = steps.record_held(done.cfg, "vehicle_telemetry", DAY, "run-1", done.decision, handover)
     assert held["route"] == "cac_review"
     row = ledger.latest_attempt(ledger.connect(env.ledger_url), "vehicle_telemetry", DAY)
     assert row["state"] == "awaiting_review"

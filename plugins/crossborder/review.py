@@ -173,7 +173,7 @@ def body(case: dict[str, Any]) -> str:
     verification = case["verification"]
     columns = staged.get("anonymization", {}).get("columns", {})
     leaving = [
-        f"| `{name}` | {rule['class']} | {rule['transform']} {_options(rule)} |"
+        f"| `{name}` | {rule['class']} | {rule['transform']}{_options(rule)} |"
         for name, rule in columns.items()
         if rule["transform"] != "drop"
     ]
@@ -213,7 +213,7 @@ def body(case: dict[str, Any]) -> str:
 
 def _options(rule: dict[str, Any]) -> str:
     options = rule.get("options") or {}
-    return "(" + ", ".join(f"{k}={v}" for k, v in options.items()) + ")" if options else ""
+    return " (" + ", ".join(f"{k}={v}" for k, v in options.items()) + ")" if options else ""
 
 
 def case_from_handover(handover: dict[str, Any]) -> dict[str, Any]:

@@ -230,9 +230,9 @@ def record_held(
 def _require_exportable(
     settings: Settings, staged: dict[str, Any], decision: dict[str, Any]
 ) -> list[dict[str, Any]]:
-    """The upload's own check, whatever its inputs say: ``cleared`` for exactly what was
-    staged, or ``cac_review`` with four-eyes approvals recorded in the ledger for the day's
-    latest attempt. Returns the approvals that count (none for cleared)."""
+    """The upload's own check, whatever its inputs say: the ledger's latest attempt for the
+    day must hold the same route for exactly what was staged, and a ``cac_review`` route
+    needs four-eyes approvals recorded there. Returns the approvals that count."""
     dataset, day = staged["dataset"], staged["day"]
     found = Decision.from_dict(decision)
     if found.policy_version != staged["policy_version"]:
@@ -242,27 +242,31 @@ def _require_exportable(
             dataset=dataset,
             day=day,
         )
-    if found.route == "cleared":
-        return []
-    if found.route != "cac_review":
+    if found.route not in ("cleared", "cac_review"):
         raise ExportRefused(f"route is {found.route!r}: it never leaves", dataset=dataset, day=day)
     engine = ledger.connect(settings.ledger_url)
     latest = ledger.latest_attempt(engine, dataset, day) or {}
-    if latest.get("route") != "cac_review" or latest.get("policy_version") != found.policy_version:
+    recorded = (latest.get("route"), latest.get("policy_version"))
+    if recorded != (found.route, found.policy_version):
         raise ExportRefused(
-            "the ledger's latest attempt for the day is not this reviewed partition",
+            f"the ledger's latest attempt for the day was routed {recorded[0]!r} under "
+            f"{recorded[1]}, not {found.route!r} under {found.policy_version}",
             dataset=dataset,
             day=day,
         )
+    if found.route == "cleared":
+        return []
     triggered = {
         e["detail"].get("triggered_by")
         for e in ledger.list_events(engine, dataset, day)
         if e["kind"] == "review_opened" and e["attempt_id"] == latest["id"]
     }
-    config = review.load_config()
-    approvals = latest["approvals"] or []
     return review.require_approved(
-        approvals, config, dataset=dataset, day=day, excluded=triggered - {None}
+        latest["approvals"] or [],
+        review.load_config(),
+        dataset=dataset,
+        day=day,
+        excluded=triggered - {None},
     )
 
 
@@ -478,23 +482,28 @@ def remind_open_reviews(
             and e["kind"] in ("review_opened", "review_reminder")
         ]
         opened = [e for e in events if e["kind"] == "review_opened"]
-        if not opened or now - _aware(events[-1]["at"]) < config.remind_after:
+        if not opened or now - _happened(events[-1]) < config.remind_after:
             continue
         run_id = opened[-1]["detail"]["review_run_id"]
         link = f"{base_url.rstrip('/')}/dags/cn_cac_review/runs/{run_id}/required_actions"
-        waiting = now - _aware(opened[0]["at"])
+        waiting = now - _happened(opened[0])
         cause = f"CAC review open for {waiting.days} days {waiting.seconds // 3600} h: {link}"
         alerts.emit(
             alerts.Alert(dataset, day, "remind", "review_reminder", cause, attempt["dag_run_id"]),
             settings.ledger_url,
         )
-        ledger.record_event(engine, dataset, day, "review_reminder", {"link": link}, attempt["id"])
+        reminder = {"link": link, "at": now.isoformat()}
+        ledger.record_event(engine, dataset, day, "review_reminder", reminder, attempt["id"])
         reminded.append({"dataset": dataset, "day": day, "review_run_id": run_id})
     return reminded
 
 
-def _aware(moment: datetime) -> datetime:
-    """SQLite hands timestamps back without their zone; they were written in UTC."""
+def _happened(event: dict[str, Any]) -> datetime:
+    """When an event happened: a reminder says when it was due (the check's "now");
+    SQLite hands timestamps back without their zone, and they were written in UTC."""
+    if "at" in event["detail"]:
+        return datetime.fromisoformat(event["detail"]["at"])
+    moment = event["at"]
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
