@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
-import secrets
 import subprocess
 import sys
 import time
@@ -133,19 +131,17 @@ def _print_summary(env: LocalEnv, day: date, timings: dict[str, float]) -> None:
 
 
 def _standalone(env: LocalEnv) -> int:
-    password = secrets.token_urlsafe(12)
-    passwords = env.airflow_home / "demo_passwords.json"
-    passwords.write_text(json.dumps({"admin": password}))
     port = int(os.environ.get("AIRFLOW_PORT", "8080"))
     extra = {
-        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin",
-        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords),
         "AIRFLOW__API__PORT": str(port),
         "AIRFLOW__API__HOST": "127.0.0.1",
         "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{port}",
         "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
     }
-    _say(f"Airflow UI: http://127.0.0.1:{port}  login: admin / {password}  (Ctrl-C to stop)")
+    _say(f"Airflow UI: http://127.0.0.1:{port}  (Ctrl-C to stop); logins, generated for .demo/:")
+    for name, password in env.ui_users().items():
+        role = "admin" if name == "admin" else "CAC approver"
+        _say(f"  {name} / {password}  ({role})")
     with contextlib.suppress(KeyboardInterrupt):
         airflow(env, "standalone", check=False, capture=False, extra_env=extra)
     return 0

@@ -68,7 +68,10 @@ def on_task_failure(context: dict[str, Any]) -> None:
     """Airflow task callback for the export DAGs."""
     from crossborder import airflow_glue
 
-    dataset = context["dag"].dag_id.removeprefix("cn_export_")
+    # A review run names its partition and the daily run it decides on in its params.
+    params = context.get("params") or {}
+    dataset = params.get("dataset") or context["dag"].dag_id.removeprefix("cn_export_")
+    run_id = params.get("export_run_id") or context["run_id"]
     day = airflow_glue.run_day(context)
     try:
         settings = airflow_glue.settings()
@@ -78,4 +81,4 @@ def on_task_failure(context: dict[str, Any]) -> None:
         ledger_url, wait = None, f"no _SUCCESS marker (configuration unreadable: {exc})"
     kind, cause = describe(context.get("exception"), wait)
     step = context["task_instance"].task_id
-    emit(Alert(dataset, day, step, kind, cause, context["run_id"]), ledger_url, fail_attempt=True)
+    emit(Alert(dataset, day, step, kind, cause, run_id), ledger_url, fail_attempt=True)

@@ -14,6 +14,8 @@ import secrets
 import socket
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -114,8 +116,29 @@ class LocalEnv:
             pseudonymization_key=self.key("pseudonymization.key"),
         )
 
+    @property
+    def ui_passwords_path(self) -> Path:
+        return self.airflow_home / "ui_passwords.json"
+
+    def ui_users(self) -> dict[str, str]:
+        """Login → password for the UI: ``admin`` and the configured CAC approvers.
+
+        Passwords are generated once per environment (never committed) and kept in a
+        file only its owner can read, which Airflow's simple auth manager reads too.
+        """
+        from crossborder.review import load_config
+
+        path = self.ui_passwords_path
+        if not path.exists():
+            names = ["admin", *(a["id"] for a in load_config().approvers)]
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps({n: secrets.token_urlsafe(12) for n in names}))
+            path.chmod(0o600)
+        return json.loads(path.read_text())
+
     def airflow_env(self) -> dict[str, str]:
-        """Environment for Airflow commands: its home, folders, connections and variables."""
+        """Environment for Airflow commands: its home, folders, connections, variables and
+        the UI's users (``admin``, and the CAC approvers with the ``user`` role)."""
         conn = {
             "cn_source": {"conn_type": "fs", "extra": {"path": str(self.source)}},
             "us_landing": {
@@ -146,6 +169,10 @@ class LocalEnv:
             "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
             "GX_ANALYTICS_ENABLED": "false",
             "PYTHONPATH": str(REPO_ROOT / "plugins"),
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": ",".join(
+                f"{name}:{'admin' if name == 'admin' else 'user'}" for name in self.ui_users()
+            ),
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(self.ui_passwords_path),
         }
         env.update({f"AIRFLOW_CONN_{k.upper()}": json.dumps(v) for k, v in conn.items()})
         env.update({f"AIRFLOW_VAR_{k.upper()}": v for k, v in variables.items()})
@@ -165,6 +192,12 @@ def start_s3_server() -> tuple[Any, str]:
     return server, f"http://127.0.0.1:{port}"
 
 
+def _command_env(env: LocalEnv, extra_env: dict[str, str] | None) -> dict[str, str]:
+    bin_dir = Path(sys.executable).parent  # the venv's; standalone starts `airflow ...` by name
+    path = os.pathsep.join([str(bin_dir), os.environ.get("PATH", "")])
+    return {**os.environ, **env.airflow_env(), "PATH": path, **(extra_env or {})}
+
+
 def airflow(
     env: LocalEnv,
     *args: str,
@@ -174,11 +207,9 @@ def airflow(
     extra_env: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
     """Run an ``airflow`` CLI command in this environment."""
-    bin_dir = Path(sys.executable).parent  # the venv's; standalone starts `airflow ...` by name
-    path = os.pathsep.join([str(bin_dir), os.environ.get("PATH", "")])
     return subprocess.run(
-        [str(bin_dir / "airflow"), *args],
-        env={**os.environ, **env.airflow_env(), "PATH": path, **(extra_env or {})},
+        [str(Path(sys.executable).parent / "airflow"), *args],
+        env=_command_env(env, extra_env),
         check=check,
         capture_output=capture,
         text=True,
@@ -189,3 +220,62 @@ def airflow(
 def migrate_airflow_db(env: LocalEnv) -> None:
     if not (env.airflow_home / "airflow.db").exists():
         airflow(env, "db", "migrate")
+
+
+def start_airflow(
+    env: LocalEnv, *args: str, log: Path, extra_env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    """Start an ``airflow`` CLI command in the background, in its own process group."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            [str(Path(sys.executable).parent / "airflow"), *args],
+            env=_command_env(env, extra_env),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
+def stop(process: subprocess.Popen[bytes], grace: float = 15.0) -> None:
+    """Stop a process started by ``start_airflow`` and its children (SIGKILL if it must)."""
+    import signal
+
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(process.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            process.wait(timeout=grace)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+@contextmanager
+def api_server(env: LocalEnv, log: Path, timeout: float = 120.0) -> Iterator[dict[str, str]]:
+    """Airflow's API server (UI, REST API, execution API) on loopback; yields the extra
+    environment (``api.base_url``) that commands sharing its database should use."""
+    import time
+    import urllib.request
+
+    url = f"http://127.0.0.1:{free_port()}"
+    extra = {"AIRFLOW__API__BASE_URL": url}
+    process = start_airflow(
+        env, "api-server", "--host", "127.0.0.1", "--port", url.rsplit(":", 1)[1],
+        log=log, extra_env=extra,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/api/v2/monitor/health", timeout=5):
+                    break
+            except OSError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"the API server did not start; see {log}") from None
+                time.sleep(1)
+        yield extra
+    finally:
+        stop(process)

@@ -40,8 +40,9 @@ class ReviewNotifier(BaseNotifier):
         case = context["ti"].xcom_pull(task_ids="open_review")
         link = HITLOperator.generate_link_to_ui_from_context(context=context, base_url=_base_url())
         cause = f"{case['subject']}: approve or reject at {link}"
+        # Recorded against the daily run's attempt: the one the review decides on.
         alert = Alert(case["dataset"], case["day"], context["ti"].task_id, "review_gate_open",
-                      cause, context["run_id"])  # fmt: skip
+                      cause, case["export_run_id"])  # fmt: skip
         emit(alert, settings().ledger_url)
 
 
@@ -76,10 +77,14 @@ def _gate(task_id: str, config: ReviewConfig, earlier: tuple[str, ...] = ()) -> 
         defaults=[REJECT],  # what a timeout answers: time never approves
         response_timeout=config.response_timeout,
         params={
+            # Empty until the approver answers (a task's params must validate when it
+            # starts); the form checks the format, and judge_gates refuses an approval
+            # without a reference.
             "cac_reference": Param(
-                type="string",
+                None,
+                type=["null", "string"],
                 pattern=config.reference_pattern,
-                title="CAC reference",
+                title="CAC reference (required to approve)",
                 description="The CAC security-assessment or filing reference, e.g. "
                 "CAC-SA-2026-000123",
             ),

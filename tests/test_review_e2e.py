@@ -1,0 +1,139 @@
+"""The CAC review end to end through real Airflow: the daily run hands a partition over,
+`airflow dags test cn_cac_review` waits at its gates, and two approvers answer them through
+the REST API of an API server on loopback that shares the metadata database."""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.error
+from datetime import date, timedelta
+
+import pytest
+from airflow_api import answer, pending_gate, token
+
+from crossborder import landing, ledger, review, synthetic
+from crossborder.localenv import (
+    US_BUCKET,
+    LocalEnv,
+    airflow,
+    api_server,
+    migrate_airflow_db,
+    start_airflow,
+    start_s3_server,
+    stop,
+)
+
+pytestmark = pytest.mark.airflow
+
+DATASET = "adas_events"
+LI, ZHANG, _CHEN = (a["id"] for a in review.load_config().approvers)
+REF = "CAC-SA-2026-000123"
+RUN_TIMEOUT = 300
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    server, endpoint = start_s3_server()
+    local = LocalEnv(tmp_path_factory.mktemp("review"), endpoint)
+    local.prepare()
+    migrate_airflow_db(local)
+    airflow(local, "dags", "reserialize")  # the daily run triggers cn_cac_review by id
+    yield local
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def api(env):
+    with api_server(env, env.root / "logs" / "api-server.log") as extra:
+        yield extra
+
+
+def _daily(env: LocalEnv, day: date) -> str:
+    """Export ``day`` with the daily DAG; it ends green, held for review. The run id."""
+    synthetic.generate_partition(env.source, DATASET, day, rows=600)
+    logical = f"{day + timedelta(days=1)}T02:00:00+08:00"
+    result = airflow(env, "dags", "test", f"cn_export_{DATASET}", logical, check=False)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    row = ledger.latest_attempt(ledger.connect(env.ledger_url), DATASET, day.isoformat())
+    assert (row["state"], row["route"]) == ("awaiting_review", "cac_review")
+    return row["dag_run_id"]
+
+
+def _review(env: LocalEnv, api: dict, day: date, export_run_id: str, name: str):
+    conf = {"dataset": DATASET, "partition_date": day.isoformat(), "export_run_id": export_run_id}
+    return start_airflow(
+        env,
+        "dags", "test", "cn_cac_review", "-c", json.dumps(conf),
+        log=env.root / "logs" / f"{name}.log",
+        extra_env=api,
+    )  # fmt: skip
+
+
+def _wait(process, seconds: float = RUN_TIMEOUT) -> int:
+    deadline = time.monotonic() + seconds
+    while process.poll() is None and time.monotonic() < deadline:
+        time.sleep(1)
+    if process.poll() is None:
+        stop(process)
+        raise TimeoutError("the review run did not finish")
+    return process.returncode
+
+
+def _tokens(env: LocalEnv, api: dict) -> dict[str, str]:
+    base = api["AIRFLOW__API__BASE_URL"]
+    return {name: token(base, name, password) for name, password in env.ui_users().items()}
+
+
+def _keys(env: LocalEnv, day: date) -> list[str]:
+    return landing.list_keys(env.s3_client(), US_BUCKET, landing.partition_prefix(DATASET, day))
+
+
+def test_two_approvers_release_the_export_and_one_cannot_approve_twice(env, api):
+    day = date(2026, 11, 23)
+    export_run_id = _daily(env, day)
+    base, tokens = api["AIRFLOW__API__BASE_URL"], _tokens(env, api)
+    run = _review(env, api, day, export_run_id, "review-approve")
+    try:
+        first = pending_gate(base, tokens["admin"], "cn_cac_review", "first_approval", run)
+        assert first["subject"].startswith(f"CAC review: {DATASET} {day}")
+        assert "### Why review is needed" in first["body"] and "`clip_uri`" in first["body"]
+        answer(base, tokens[LI], first, "Approve", {"cac_reference": REF, "reason": None})
+        second = pending_gate(base, tokens["admin"], "cn_cac_review", "second_approval", run)
+        assigned = {u["id"] for u in second["assigned_users"]}
+        assert LI not in assigned and ZHANG in assigned
+        with pytest.raises(urllib.error.HTTPError) as refused:  # four eyes in Airflow itself
+            answer(base, tokens[LI], second, "Approve", {"cac_reference": REF, "reason": None})
+        assert refused.value.code == 403
+        answer(base, tokens[ZHANG], second, "Approve", {"cac_reference": REF, "reason": None})
+        assert _wait(run) == 0
+    finally:
+        stop(run)
+    manifest = json.loads(
+        landing.get_bytes(env.s3_client(), US_BUCKET, landing.manifest_key(DATASET, day))
+    )
+    assert manifest["route"] == "cac_review"
+    assert [(a["by"], a["cac_reference"]) for a in manifest["approvals"]] == [
+        (LI, REF),
+        (ZHANG, REF),
+    ]
+    row = ledger.latest_attempt(ledger.connect(env.ledger_url), DATASET, day.isoformat())
+    assert (row["state"], row["approvals"]) == ("exported", manifest["approvals"])
+    assert any(k.endswith(".parquet.encrypted") for k in _keys(env, day))
+
+
+def test_a_rejection_is_recorded_and_nothing_is_uploaded(env, api):
+    day = date(2026, 11, 22)
+    export_run_id = _daily(env, day)
+    base, tokens = api["AIRFLOW__API__BASE_URL"], _tokens(env, api)
+    run = _review(env, api, day, export_run_id, "review-reject")
+    try:
+        first = pending_gate(base, tokens["admin"], "cn_cac_review", "first_approval", run)
+        params = {"cac_reference": REF, "reason": "camera clips show faces"}
+        answer(base, tokens[ZHANG], first, "Reject", params)
+        assert _wait(run) == 0  # a rejection is an outcome, not a failure
+    finally:
+        stop(run)
+    row = ledger.latest_attempt(ledger.connect(env.ledger_url), DATASET, day.isoformat())
+    assert row["state"] == "rejected" and "camera clips show faces" in row["error"]
+    assert _keys(env, day) == []
