@@ -60,3 +60,18 @@ def test_failure_callback_still_alerts_when_configuration_is_broken(caplog, caps
         alerts.on_task_failure(context)
     logged = caplog.text + capsys.readouterr().out  # Airflow's logging setup prints to stdout
     assert "ALERT [quality_failed] production_quality 2026-11-23 step extract: boom" in logged
+
+
+def test_a_failure_alert_never_overwrites_a_settled_outcome(tmp_path):
+    url = f"sqlite:///{tmp_path}/ledger.db"
+    engine = ledger.connect(url)
+    attempt = ledger.begin_attempt(engine, "adas_events", "2026-11-23", "daily-1")
+    ledger.update_attempt(engine, attempt, state="exported")
+    # e.g. a review run opened again for a partition that has already left
+    late = alerts.Alert(
+        "adas_events", "2026-11-23", "open_review", "export_refused", "x", "daily-1"
+    )
+    alerts.emit(late, url, fail_attempt=True)
+    assert ledger.get_attempt(engine, attempt)["state"] == "exported"
+    events = ledger.list_events(engine, "adas_events", "2026-11-23")
+    assert [e["detail"]["kind"] for e in events] == ["export_refused"]  # still alerted

@@ -16,6 +16,7 @@ from crossborder.errors import CrossborderError
 from crossborder.extract import partition_path
 
 log = logging.getLogger(__name__)
+UNSETTLED = ("in_progress", "awaiting_review", "failed")
 
 
 @dataclass(frozen=True)
@@ -57,7 +58,9 @@ def emit(alert: Alert, ledger_url: str | None, *, fail_attempt: bool = False) ->
         engine = ledger.connect(ledger_url)
         attempt_id = ledger.begin_attempt(engine, alert.dataset, alert.day, alert.run_id)
         ledger.record_event(engine, alert.dataset, alert.day, "alert", asdict(alert), attempt_id)
-        if fail_attempt:
+        # A settled outcome (exported, received, blocked, rejected) is never overwritten:
+        # e.g. a review run opened for a partition that has already left.
+        if fail_attempt and ledger.get_attempt(engine, attempt_id)["state"] in UNSETTLED:
             error = f"{alert.kind}: {alert.cause}"
             ledger.update_attempt(engine, attempt_id, state="failed", error=error)
     except Exception:  # the alert is already in the log; say why the ledger missed it
