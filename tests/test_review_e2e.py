@@ -117,9 +117,18 @@ def test_two_approvers_release_the_export_and_one_cannot_approve_twice(env, api)
         (LI, REF),
         (ZHANG, REF),
     ]
-    row = ledger.latest_attempt(ledger.connect(env.ledger_url), DATASET, day.isoformat())
+    engine = ledger.connect(env.ledger_url)
+    row = ledger.latest_attempt(engine, DATASET, day.isoformat())
     assert (row["state"], row["approvals"]) == ("exported", manifest["approvals"])
     assert any(k.endswith(".parquet.encrypted") for k in _keys(env, day))
+    notices = [
+        e["detail"]["cause"]
+        for e in ledger.list_events(engine, DATASET, day.isoformat())
+        if e["kind"] == "alert" and e["detail"]["kind"] == "review_gate_open"
+    ]  # approvers were told, with the link to the gate in the UI
+    assert len(notices) == 2
+    assert f"{base}/dags/cn_cac_review/runs/" in notices[0]
+    assert "/tasks/first_approval/required_actions" in notices[0]
 
 
 def test_a_rejection_is_recorded_and_nothing_is_uploaded(env, api):
@@ -136,4 +145,65 @@ def test_a_rejection_is_recorded_and_nothing_is_uploaded(env, api):
         stop(run)
     row = ledger.latest_attempt(ledger.connect(env.ledger_url), DATASET, day.isoformat())
     assert row["state"] == "rejected" and "camera clips show faces" in row["error"]
+    assert _keys(env, day) == []
+
+
+@pytest.fixture(scope="module")
+def scheduled(tmp_path_factory):
+    """A second environment run by Airflow's own scheduler (LocalExecutor), with review
+    gates that time out after 5 s: the scheduler enforces response timeouts."""
+    root = tmp_path_factory.mktemp("scheduled")
+    config = root / "cac_review.yaml"
+    text = review.config_path().read_text(encoding="utf-8")
+    config.write_text(text.replace("response_timeout: 7d", "response_timeout: 5s"))
+    server, endpoint = start_s3_server()
+    local = LocalEnv(root / "env", endpoint)
+    local.prepare()
+    migrate_airflow_db(local)
+    settings = {
+        "CROSSBORDER_REVIEW_CONFIG": str(config),
+        "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+    }
+    airflow(local, "dags", "reserialize", extra_env=settings)
+    try:
+        with api_server(local, root / "logs" / "api-server.log", extra_env=settings) as extra:
+            yield local, extra
+    finally:
+        server.stop()
+
+
+def test_an_unanswered_review_times_out_as_a_rejection(scheduled):
+    env, extra = scheduled
+    day = date(2026, 11, 21)
+    synthetic.generate_partition(env.source, DATASET, day, rows=600)
+    logical = f"{day + timedelta(days=1)}T02:00:00+08:00"
+    daily = airflow(env, "dags", "test", f"cn_export_{DATASET}", logical, check=False,
+                    extra_env=extra)  # fmt: skip
+    assert daily.returncode == 0, (daily.stdout + daily.stderr)[-3000:]
+    logs = env.root / "logs"
+    components = [
+        start_airflow(env, "dag-processor", log=logs / "dag-processor.log", extra_env=extra),
+        start_airflow(env, "scheduler", log=logs / "scheduler.log", extra_env=extra),
+    ]
+    try:
+        # The daily run handed over: its queued review run starts once the DAG is unpaused.
+        airflow(env, "dags", "unpause", "cn_cac_review", extra_env=extra)
+        engine = ledger.connect(env.ledger_url)
+        deadline = time.monotonic() + RUN_TIMEOUT
+        while time.monotonic() < deadline:
+            row = ledger.latest_attempt(engine, DATASET, day.isoformat())
+            if row["state"] != "awaiting_review":
+                break
+            time.sleep(2)
+    finally:
+        for process in components:
+            stop(process)
+    assert row["state"] == "rejected", row
+    assert "timeout" in row["error"] and row["approvals"] == []
+    kinds = [
+        e["detail"]["kind"]
+        for e in ledger.list_events(engine, DATASET, day.isoformat())
+        if e["kind"] == "alert"
+    ]
+    assert "review_gate_open" in kinds and kinds[-1] == "review_timeout"
     assert _keys(env, day) == []

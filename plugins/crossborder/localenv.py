@@ -254,14 +254,21 @@ def stop(process: subprocess.Popen[bytes], grace: float = 15.0) -> None:
 
 
 @contextmanager
-def api_server(env: LocalEnv, log: Path, timeout: float = 120.0) -> Iterator[dict[str, str]]:
+def api_server(
+    env: LocalEnv, log: Path, timeout: float = 120.0, extra_env: dict[str, str] | None = None
+) -> Iterator[dict[str, str]]:
     """Airflow's API server (UI, REST API, execution API) on loopback; yields the extra
-    environment (``api.base_url``) that commands sharing its database should use."""
+    environment (``api.base_url``, the execution API for workers, and ``extra_env``) that
+    commands sharing its database should use."""
     import time
     import urllib.request
 
     url = f"http://127.0.0.1:{free_port()}"
-    extra = {"AIRFLOW__API__BASE_URL": url}
+    extra = {
+        **(extra_env or {}),
+        "AIRFLOW__API__BASE_URL": url,
+        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{url}/execution/",
+    }
     process = start_airflow(
         env, "api-server", "--host", "127.0.0.1", "--port", url.rsplit(":", 1)[1],
         log=log, extra_env=extra,
