@@ -9,11 +9,13 @@ import pytest
 
 from crossborder import synthetic
 from crossborder.anonymize import anonymize_partition
-from crossborder.classify import classify
+from crossborder.classify import PartitionFacts, classify
 from crossborder.digest import sha256_file
 from crossborder.errors import PartitionInvalid
 from crossborder.extract import extract_partition, is_ready, partition_day
+from crossborder.ledger import YearTotals
 from crossborder.policy import load_policy
+from crossborder.rules import load_rules
 
 DAY = date(2026, 11, 23)
 
@@ -79,6 +81,12 @@ PASSED = {"status": "passed"}
 VERIFIED = {"status": "passed", "k_anonymity": None}
 
 
+def _classify(policy, quality, staged, verification):
+    """Route with no subjects counted yet this year."""
+    facts = PartitionFacts(quality, staged, verification)
+    return classify(policy, facts, YearTotals(2026, {}), load_rules())
+
+
 def _staged(policy, **changes):
     return {
         "status": "staged",
@@ -91,8 +99,8 @@ def _staged(policy, **changes):
 def test_routes_fail_closed():
     active = load_policy("production_quality")
     staged = _staged(active)
-    assert classify(active, PASSED, staged, VERIFIED).route == "cleared"
-    assert classify(active, PASSED, staged, VERIFIED).policy_version == active.version
+    assert _classify(active, PASSED, staged, VERIFIED).route == "cleared"
+    assert _classify(active, PASSED, staged, VERIFIED).policy_version == active.version
     cases = {
         "quality failed": (active, {"status": "failed"}, staged, VERIFIED),
         "no suite": (active, {"status": "no_suite"}, staged, VERIFIED),
@@ -103,13 +111,13 @@ def test_routes_fail_closed():
     }
     reasons = {}
     for case, args in cases.items():
-        decision = classify(*args)
+        decision = _classify(*args)
         assert decision.route == "blocked", case
         reasons[case] = decision.reasons[0]
-    assert reasons["draft policy"].rule == "policy.status"
+    assert reasons["draft policy"].rule == "gates.policy_status"
     assert "no complete policy yet" in reasons["draft policy"].text
     assert "no quality suite" in reasons["no suite"].text
-    assert reasons["verification failed"].rule == "anonymize.verify"
+    assert reasons["verification failed"].rule == "gates.verification"
 
 
 def test_policy_changed_after_staging_is_blocked(tmp_path):
@@ -125,9 +133,9 @@ def test_policy_changed_after_staging_is_blocked(tmp_path):
         )
     )
     now = load_policy("production_quality", tmp_path)
-    decision = classify(now, PASSED, _staged(staged_under), VERIFIED)
+    decision = _classify(now, PASSED, _staged(staged_under), VERIFIED)
     assert decision.route == "blocked"
-    assert decision.reasons[0].rule == "policy.version"
+    assert decision.reasons[0].rule == "gates.policy_version"
     assert "re-run from anonymize" in decision.reasons[0].text
 
 

@@ -7,7 +7,9 @@ import json
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
+import sqlalchemy as sa
 
 from crossborder import landing, ledger, review, steps, synthetic
 from crossborder.errors import ExportRefused, PolicyInvalid
@@ -153,7 +155,7 @@ def _attempt(env: LocalEnv) -> dict:
 def test_the_approver_sees_what_would_leave_why_and_the_checks(case):
     assert case["subject"].startswith(f"CAC review: {DATASET} {DAY}")
     body = case["body"]
-    assert "rules.important_data" in body and "| `clip_uri` | important | keep |" in body
+    assert "categories.camera_media" in body and "| `clip_uri` | important | keep |" in body
     assert "| `vin` | personal | pseudonymize (namespace=vin) |" in body
     assert "Quality suite `adas_events.raw`: **passed**" in body
     assert "Anonymization verification: **review**" in body  # small k groups go to review
@@ -174,6 +176,12 @@ def test_two_approvals_export_with_the_approvals_in_manifest_and_ledger(env, cas
     row = _attempt(env)
     assert (row["state"], row["route"]) == ("exported", "cac_review")
     assert row["approvals"] == manifest["approvals"]
+    # the reviewed partition's vehicles now count toward the year's thresholds
+    with ledger.connect(env.ledger_url).connect() as conn:
+        counted = conn.execute(
+            sa.select(sa.func.count()).where(ledger.exported_subjects.c.attempt_id == row["id"])
+        ).scalar_one()
+    assert counted == len(set(pq.read_table(case["staged"]["files"][0]["path"])["vin"].to_pylist()))
 
 
 @pytest.mark.parametrize(

@@ -304,23 +304,40 @@ def test_quality_warnings_travel_in_the_manifest_and_the_export_goes_on(env):
     assert row["quality"]["warnings"][0]["sample"] == [-5.0]
 
 
-def test_telemetry_is_verified_and_held_for_review_with_its_evidence_in_the_ledger(env):
+def test_telemetry_is_verified_and_cleared_under_the_thresholds_with_its_subjects_counted(env):
+    import pyarrow.parquet as pq
+
     synthetic.generate_partition(
         env.source, "vehicle_telemetry", date.fromisoformat(DAY), rows=20_000
     )
     done = _decided(env, "run-1", "vehicle_telemetry")
-    assert done.decision["route"] == "cac_review"
-    assert done.decision["reasons"][0]["rule"] == "rules.thresholds.uncounted"
-    handover = {
-        "extracted": done.extracted,
-        "quality": done.quality,
-        "staged": done.staged,
-        "verification": done.verification,
-    }
-    held = steps.record_held(done.cfg, "vehicle_telemetry", DAY, "run-1", done.decision, handover)
-    assert held["route"] == "cac_review"
-    row = ledger.latest_attempt(ledger.connect(env.ledger_url), "vehicle_telemetry", DAY)
-    assert row["state"] == "awaiting_review"
+    decision = done.decision
+    assert decision["route"] == "cleared"
+    assert [r["rule"] for r in decision["reasons"]] == [
+        "scenarios.research_development_and_testing",
+        "thresholds.personal.important_data",
+    ]
+    vins = set(
+        pq.read_table(staging_path(env.staging, "vehicle_telemetry", DAY))["vin"].to_pylist()
+    )
+    personal = decision["counts"]["personal"]
+    assert (personal["exported"], personal["new"], personal["partition"]) == (
+        0,
+        len(vins),
+        len(vins),
+    )
+    assert decision["counts"]["sensitive_personal"]["partition"] == 0  # positions generalized
+    engine = ledger.connect(env.ledger_url)
+    year = decision["counts"]["year"]
+    reserved = ledger.count_subjects(engine, year, {"personal": vins}).of("personal")
+    assert reserved.recorded == len(vins)  # the cleared decision recorded its subjects
+    assert _decided(env, "run-1", "vehicle_telemetry").decision == decision  # re-run: the same
+    [event] = [
+        e for e in ledger.list_events(engine, "vehicle_telemetry", DAY) if e["kind"] == "decision"
+    ]
+    assert event["detail"] == decision
+    row = ledger.latest_attempt(engine, "vehicle_telemetry", DAY)
+    assert (row["route"], row["state"]) == ("cleared", "in_progress")
     evidence = row["anonymization"]
     assert evidence["columns"]["vin"]["transform"] == "pseudonymize"
     assert evidence["columns"]["lat_gcj02"]["options"]["grid_deg"] == 0.05
@@ -366,3 +383,17 @@ def test_residue_fails_the_verify_step_records_why_and_nothing_leaves(env, monke
     assert row["state"] == "failed" and row["error"].startswith("anonymization_residue:")
     assert row["anonymization"]["verification"]["status"] == "failed"
     assert _bucket_state(env) == {}
+
+
+def test_a_broken_rules_file_fails_the_decision_and_routes_nothing(env, tmp_path, monkeypatch):
+    from crossborder.errors import RulesInvalid
+
+    synthetic.generate_partition(env.source, DATASET, date.fromisoformat(DAY), rows=100)
+    broken = tmp_path / "export_rules.yaml"
+    broken.write_text("rules_format: 1\n")
+    monkeypatch.setenv("CROSSBORDER_RULES_FILE", str(broken))
+    with pytest.raises(RulesInvalid, match="does not match the rules schema"):
+        _decided(env)
+    row = ledger.latest_attempt(ledger.connect(env.ledger_url), DATASET, DAY)
+    assert (row["state"], row["route"]) == ("failed", None)
+    assert row["error"].startswith(f"rules_invalid: file {broken}: does not match the rules schema")

@@ -12,11 +12,13 @@ import pyarrow.parquet as pq
 import pytest
 
 from crossborder import anonymize, synthetic
-from crossborder.classify import classify
+from crossborder.classify import PartitionFacts, classify
 from crossborder.errors import AnonymizationResidue
 from crossborder.extract import extract_partition
+from crossborder.ledger import YearTotals
 from crossborder.policy import load_policy, policies_dir
 from crossborder.quality import suite_path
+from crossborder.rules import load_rules
 from crossborder.verify import verify_partition
 
 DAY = date(2026, 11, 23)
@@ -36,6 +38,12 @@ def _staged(source: Path, staging: Path, dataset: str, policy=None) -> dict:
     found = extract_partition(source, dataset, str(DAY))
     staged = anonymize.anonymize_partition(policy or load_policy(dataset), found, staging, KEY)
     return {"status": "staged", **staged.to_dict()}
+
+
+def _classify(policy, staged: dict, verification: dict):
+    """Route after a passed quality suite, with no subjects counted yet this year."""
+    facts = PartitionFacts({"status": "passed"}, staged, verification)
+    return classify(policy, facts, YearTotals(2026, {}), load_rules())
 
 
 def _residue(policy, staged, report_dir: Path | None = None) -> AnonymizationResidue:
@@ -88,7 +96,7 @@ def test_transform_bug_that_leaves_vins_is_caught_and_names_column_and_count(
         "policy_version": policy.version,
         "columns": policy.exported_columns,
     }
-    decision = classify(policy, {"status": "passed"}, staged, error.result)
+    decision = _classify(policy, staged, error.result)
     assert decision.route == "blocked"
 
 
@@ -143,9 +151,9 @@ def test_small_groups_sent_to_review_route_the_partition_to_cac_review(source, t
     staged = _staged(source, tmp_path, "adas_events")
     summary = verify_partition(policy, staged).summary()
     assert summary["status"] == "review" and summary["k_anonymity"]["rows_below_k"] > 0
-    decision = classify(policy, {"status": "passed"}, staged, summary)
+    decision = _classify(policy, staged, summary)
     assert decision.route == "cac_review"
-    assert {"rules.important_data", "anonymity.k"} <= {r.rule for r in decision.reasons}
+    assert {"categories.camera_media", "gates.small_groups"} <= {r.rule for r in decision.reasons}
 
 
 def test_missing_anonymized_suite_fails_closed(source, tmp_path, monkeypatch):

@@ -82,3 +82,9 @@ class IntegrityMismatch(CrossborderError):
 
 class KeyUnavailable(CrossborderError):
     kind = "key_unavailable"
+
+
+class RulesInvalid(PolicyInvalid):
+    """The export rules file (rules/export_rules.yaml) is missing or malformed."""
+
+    kind = "rules_invalid"

@@ -10,11 +10,12 @@ from __future__ import annotations
 import json
 import random
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Collection, Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cache
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import sqlalchemy as sa
 
@@ -281,3 +282,195 @@ def attempts_in_state(engine: sa.Engine, state: str) -> list[dict[str, Any]]:
     with engine.connect() as conn:
         rows = conn.execute(sa.select(attempts).where(attempts.c.state == state)).mappings()
         return [dict(r) for r in rows]
+
+
+# --- yearly distinct subjects ----------------------------------------------------------
+#
+# The yearly thresholds count distinct individuals whose data left, per calendar year in
+# Shanghai time and per class (personal / sensitive_personal), across days and datasets.
+# One row per (year, class, subject); the attempt that first recorded it is kept so that
+# re-running the same attempt sees the same figures and adds nothing.
+
+exported_subjects = sa.Table(
+    "exported_subjects",
+    metadata,
+    sa.Column("year", sa.Integer, primary_key=True),
+    sa.Column("subject_class", sa.String(30), primary_key=True),
+    sa.Column("subject", sa.String(200), primary_key=True),
+    sa.Column("attempt_id", sa.Integer, sa.ForeignKey("export_attempts.id"), nullable=False),
+    sa.Column("recorded_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Index("ix_exported_subjects_attempt", "attempt_id"),
+)
+
+# Ids per query. SQLite binds at most 32,766 parameters; psycopg2 inlines them, and
+# PostgreSQL looks up a large list several times faster per id than many small ones.
+SUBJECT_CHUNK = {"sqlite": 5_000, "postgresql": 50_000}
+_PG_LOCK_NAMESPACE = 0x5EC7  # first key of pg_advisory_xact_lock(namespace, year)
+
+
+@dataclass(frozen=True)
+class SubjectCount:
+    """One class's yearly figures, as seen by one attempt (its own rows do not count as
+    already exported, so a re-run of the attempt sees the same figures)."""
+
+    exported: int  # distinct subjects already recorded for the year by other attempts
+    recorded: int  # of the partition's subjects, how many are among them
+    new: int  # of the partition's subjects, how many are not
+
+    @property
+    def if_exported(self) -> int:
+        return self.exported + self.new
+
+
+@dataclass(frozen=True)
+class YearTotals:
+    year: int
+    by_class: dict[str, SubjectCount]
+
+    def of(self, subject_class: str) -> SubjectCount:
+        return self.by_class.get(subject_class, SubjectCount(0, 0, 0))
+
+
+@dataclass(frozen=True)
+class _Lookup:
+    count: SubjectCount
+    missing: list[str]  # not recorded by anyone yet: what a reservation inserts
+
+
+class Routed(Protocol):
+    route: str
+
+
+R = TypeVar("R", bound=Routed)
+
+
+@contextmanager
+def year_locked(engine: sa.Engine, year: int) -> Iterator[sa.Connection]:
+    """A transaction that holds the year's counting lock until it ends.
+
+    PostgreSQL: a transaction-scoped advisory lock keyed by the year; at the default
+    READ COMMITTED level each later statement sees what the previous holder committed.
+    SQLite: BEGIN IMMEDIATE takes the database's write lock (a waiting writer waits up
+    to busy_timeout).
+    """
+    if engine.dialect.name == "postgresql":
+        with engine.begin() as conn:
+            conn.execute(
+                sa.text("SELECT pg_advisory_xact_lock(:namespace, :year)"),
+                {"namespace": _PG_LOCK_NAMESPACE, "year": year},
+            )
+            yield conn
+    elif engine.dialect.name == "sqlite":
+        with engine.connect() as conn:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                conn.rollback()
+                raise
+            conn.commit()
+    else:  # no lock we know how to take: counting would not be race-safe
+        raise NotImplementedError(f"yearly subject counting on {engine.dialect.name}")
+
+
+def _lookup(
+    conn: sa.Connection,
+    year: int,
+    subject_class: str,
+    subjects: Collection[str],
+    attempt_id: int | None,
+) -> _Lookup:
+    """Which of ``subjects`` are recorded for the year and class, in chunks of ids."""
+    table = exported_subjects
+    of_class = sa.and_(table.c.year == year, table.c.subject_class == subject_class)
+    others = sa.true() if attempt_id is None else table.c.attempt_id != attempt_id
+    exported = conn.execute(
+        sa.select(sa.func.count()).select_from(table).where(of_class, others)
+    ).scalar_one()
+    ids, chunk = sorted(set(subjects)), SUBJECT_CHUNK[conn.dialect.name]
+    by_others, by_anyone = 0, set()
+    for start in range(0, len(ids), chunk):
+        rows = conn.execute(
+            sa.select(table.c.subject, table.c.attempt_id).where(
+                of_class, table.c.subject.in_(ids[start : start + chunk])
+            )
+        ).all()
+        by_anyone.update(subject for subject, _ in rows)
+        by_others += sum(1 for _, recorded_by in rows if recorded_by != attempt_id)
+    missing = [s for s in ids if s not in by_anyone]
+    return _Lookup(SubjectCount(exported, by_others, len(ids) - by_others), missing)
+
+
+def _insert_subjects(
+    conn: sa.Connection, year: int, subject_class: str, subjects: list[str], attempt_id: int
+) -> None:
+    now, chunk = _now(), SUBJECT_CHUNK[conn.dialect.name]
+    for start in range(0, len(subjects), chunk):
+        conn.execute(
+            exported_subjects.insert(),
+            [
+                {
+                    "year": year,
+                    "subject_class": subject_class,
+                    "subject": subject,
+                    "attempt_id": attempt_id,
+                    "recorded_at": now,
+                }
+                for subject in subjects[start : start + chunk]
+            ],
+        )
+
+
+def count_subjects(
+    engine: sa.Engine,
+    year: int,
+    subjects: Mapping[str, Collection[str]],
+    attempt_id: int | None = None,
+) -> YearTotals:
+    """For each class, how many of ``subjects`` are already recorded this year, how many
+    are new, and the year's total so far (rows of ``attempt_id`` itself excluded)."""
+    with engine.connect() as conn:
+        return YearTotals(
+            year,
+            {cls: _lookup(conn, year, cls, ids, attempt_id).count for cls, ids in subjects.items()},
+        )
+
+
+def classify_and_reserve(
+    engine: sa.Engine,
+    year: int,
+    subjects: Mapping[str, Collection[str]],
+    attempt_id: int,
+    decide: Callable[[YearTotals], R],
+) -> R:
+    """Count, decide and reserve in one transaction under the year's lock.
+
+    ``decide`` sees the year's totals as if the partition's subjects were added. If it
+    routes ``cleared`` (the data leaves now), the new subjects are recorded before the
+    lock is released, so two partitions decided at once cannot both slip under a
+    threshold. Other routes record nothing: a reviewed partition is recorded when it is
+    finally exported (``record_subjects``). Re-running the same attempt adds nothing.
+    """
+    with year_locked(engine, year) as conn:
+        found = {cls: _lookup(conn, year, cls, ids, attempt_id) for cls, ids in subjects.items()}
+        decision = decide(YearTotals(year, {cls: f.count for cls, f in found.items()}))
+        if decision.route == "cleared":
+            for cls, lookup in found.items():
+                _insert_subjects(conn, year, cls, lookup.missing, attempt_id)
+        return decision
+
+
+def record_subjects(
+    engine: sa.Engine, year: int, subjects: Mapping[str, Collection[str]], attempt_id: int
+) -> dict[str, int]:
+    """Record the subjects of a partition that leaves after approval (idempotent).
+
+    Returns how many were new per class; subjects already recorded are left as they are.
+    """
+    with year_locked(engine, year) as conn:
+        added = {}
+        for cls, ids in subjects.items():
+            missing = _lookup(conn, year, cls, ids, attempt_id).missing
+            _insert_subjects(conn, year, cls, missing, attempt_id)
+            added[cls] = len(missing)
+        return added

@@ -14,14 +14,15 @@ from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
 
-from crossborder import alerts, ledger, review
+from crossborder import alerts, ledger, review, routing
 from crossborder.anonymize import anonymize_partition, evidence_for_manifest, staging_path
-from crossborder.classify import Decision, classify
+from crossborder.classify import Decision
 from crossborder.errors import AnonymizationResidue, CrossborderError, ExportRefused, QualityFailed
 from crossborder.extract import SHANGHAI, Extract, extract_partition, is_ready, partition_path
 from crossborder.policy import load_policy
 from crossborder.quality import for_manifest, has_suite, validate_partition
 from crossborder.reports import report_dir
+from crossborder.rules import load_rules
 from crossborder.settings import Settings
 
 
@@ -182,10 +183,29 @@ def decide(
     staged: dict[str, Any],
     verification: dict[str, Any],
 ) -> dict[str, Any]:
+    """Route the partition against the rules and the year's subject counts; a cleared
+    route reserves its subjects in the ledger. The whole decision is kept as an event."""
     attempt_id = _attempt(settings, dataset, day, run_id)
-    policy = load_policy(dataset)
-    decision = classify(policy, quality, staged, verification).to_dict()
+    engine = ledger.connect(settings.ledger_url)
+    with _failure_recorded(settings, attempt_id):
+        found = routing.decide(
+            engine,
+            load_policy(dataset),
+            load_rules(),
+            day,
+            quality,
+            staged,
+            verification,
+            attempt_id,
+        )
+    decision = found.to_dict()
     _record(settings, attempt_id, route=decision["route"], reasons=decision["reasons"])
+    recorded = ledger.list_events(engine, dataset, day)
+    if not any(
+        (e["kind"], e["attempt_id"], e["detail"]) == ("decision", attempt_id, decision)
+        for e in recorded
+    ):
+        ledger.record_event(engine, dataset, day, "decision", decision, attempt_id)
     return decision
 
 
@@ -277,7 +297,14 @@ def plan_upload(
     from crossborder import crypto, landing
 
     dataset, day = staged["dataset"], staged["day"]
-    _require_exportable(settings, staged, decision)
+    if _require_exportable(settings, staged, decision):
+        # A reviewed partition leaves now: its subjects count for the year from here on
+        # (before the upload, so a failed upload over-counts: the safe direction).
+        engine = ledger.connect(settings.ledger_url)
+        attempt = ledger.latest_attempt(engine, dataset, day) or {}
+        routing.record_approved_export(
+            engine, load_policy(dataset), load_rules(), staged, attempt["id"]
+        )
     public = settings.require("recipient_public_pem", dataset=dataset, day=day)
     parts = [
         {
