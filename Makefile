@@ -3,8 +3,10 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 export PYTHONPATH := $(CURDIR)/plugins
+# The browser test drives Debian's chromium (Playwright never downloads its own browser).
+CHROMIUM := /usr/bin/chromium
 
-.PHONY: demo test lint up bench clean
+.PHONY: demo test lint up bench clean chromium
 
 $(BIN)/uv:
 	$(PYTHON) -m venv $(VENV)
@@ -14,6 +16,14 @@ $(BIN)/uv:
 $(VENV)/.installed: requirements.txt requirements-test.txt | $(BIN)/uv
 	$(BIN)/uv pip install --quiet --python $(BIN)/python -r requirements-test.txt
 	touch $@
+
+# Installed only when missing (CI runs as root on a clean Debian); a no-op once present.
+$(CHROMIUM):
+	DEBIAN_FRONTEND=noninteractive apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium
+	test -x $@
+
+chromium: $(CHROMIUM)
 
 demo: $(VENV)/.installed
 	$(BIN)/python scripts/demo.py
@@ -25,7 +35,7 @@ lint: $(VENV)/.installed
 	$(BIN)/ruff check dags plugins tests scripts
 	$(BIN)/ruff format --check dags plugins tests scripts
 
-test: lint
+test: lint $(CHROMIUM)
 	$(BIN)/python -m pytest
 
 clean:

@@ -7,77 +7,38 @@ from __future__ import annotations
 import json
 import time
 import urllib.error
-from datetime import date, timedelta
+from datetime import date
 
 import pytest
 from airflow_api import answer, pending_gate, token
+from review_runs import DATASET, RUN_TIMEOUT, daily_export, review_env, start_review, wait_for
 
-from crossborder import landing, ledger, review, synthetic
+from crossborder import landing, ledger, review
 from crossborder.localenv import (
     US_BUCKET,
     LocalEnv,
     airflow,
     api_server,
-    migrate_airflow_db,
     start_airflow,
-    start_s3_server,
     stop,
 )
 
 pytestmark = pytest.mark.airflow
 
-DATASET = "adas_events"
 LI, ZHANG, _CHEN = (a["id"] for a in review.load_config().approvers)
 REF = "CAC-SA-2026-000123"
-RUN_TIMEOUT = 300
 
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
-    server, endpoint = start_s3_server()
-    local = LocalEnv(tmp_path_factory.mktemp("review"), endpoint)
-    local.prepare()
-    migrate_airflow_db(local)
-    airflow(local, "dags", "reserialize")  # the daily run triggers cn_cac_review by id
-    yield local
-    server.stop()
+    with review_env(tmp_path_factory.mktemp("review")) as local:
+        yield local
 
 
 @pytest.fixture(scope="module")
 def api(env):
     with api_server(env, env.root / "logs" / "api-server.log") as extra:
         yield extra
-
-
-def _daily(env: LocalEnv, day: date) -> str:
-    """Export ``day`` with the daily DAG; it ends green, held for review. The run id."""
-    synthetic.generate_partition(env.source, DATASET, day, rows=600)
-    logical = f"{day + timedelta(days=1)}T02:00:00+08:00"
-    result = airflow(env, "dags", "test", f"cn_export_{DATASET}", logical, check=False)
-    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
-    row = ledger.latest_attempt(ledger.connect(env.ledger_url), DATASET, day.isoformat())
-    assert (row["state"], row["route"]) == ("awaiting_review", "cac_review")
-    return row["dag_run_id"]
-
-
-def _review(env: LocalEnv, api: dict, day: date, export_run_id: str, name: str):
-    conf = {"dataset": DATASET, "partition_date": day.isoformat(), "export_run_id": export_run_id}
-    return start_airflow(
-        env,
-        "dags", "test", "cn_cac_review", "-c", json.dumps(conf),
-        log=env.root / "logs" / f"{name}.log",
-        extra_env=api,
-    )  # fmt: skip
-
-
-def _wait(process, seconds: float = RUN_TIMEOUT) -> int:
-    deadline = time.monotonic() + seconds
-    while process.poll() is None and time.monotonic() < deadline:
-        time.sleep(1)
-    if process.poll() is None:
-        stop(process)
-        raise TimeoutError("the review run did not finish")
-    return process.returncode
 
 
 def _tokens(env: LocalEnv, api: dict) -> dict[str, str]:
@@ -91,9 +52,9 @@ def _keys(env: LocalEnv, day: date) -> list[str]:
 
 def test_two_approvers_release_the_export_and_one_cannot_approve_twice(env, api):
     day = date(2026, 11, 23)
-    export_run_id = _daily(env, day)
+    export_run_id = daily_export(env, day)
     base, tokens = api["AIRFLOW__API__BASE_URL"], _tokens(env, api)
-    run = _review(env, api, day, export_run_id, "review-approve")
+    run = start_review(env, api, day, export_run_id, "review-approve")
     try:
         first = pending_gate(base, tokens["admin"], "cn_cac_review", "first_approval", run)
         assert first["subject"].startswith(f"CAC review: {DATASET} {day}")
@@ -106,7 +67,7 @@ def test_two_approvers_release_the_export_and_one_cannot_approve_twice(env, api)
             answer(base, tokens[LI], second, "Approve", {"cac_reference": REF, "reason": None})
         assert refused.value.code == 403
         answer(base, tokens[ZHANG], second, "Approve", {"cac_reference": REF, "reason": None})
-        assert _wait(run) == 0
+        assert wait_for(run) == 0
     finally:
         stop(run)
     manifest = json.loads(
@@ -133,14 +94,14 @@ def test_two_approvers_release_the_export_and_one_cannot_approve_twice(env, api)
 
 def test_a_rejection_is_recorded_and_nothing_is_uploaded(env, api):
     day = date(2026, 11, 22)
-    export_run_id = _daily(env, day)
+    export_run_id = daily_export(env, day)
     base, tokens = api["AIRFLOW__API__BASE_URL"], _tokens(env, api)
-    run = _review(env, api, day, export_run_id, "review-reject")
+    run = start_review(env, api, day, export_run_id, "review-reject")
     try:
         first = pending_gate(base, tokens["admin"], "cn_cac_review", "first_approval", run)
         params = {"cac_reference": REF, "reason": "camera clips show faces"}
         answer(base, tokens[ZHANG], first, "Reject", params)
-        assert _wait(run) == 0  # a rejection is an outcome, not a failure
+        assert wait_for(run) == 0  # a rejection is an outcome, not a failure
     finally:
         stop(run)
     row = ledger.latest_attempt(ledger.connect(env.ledger_url), DATASET, day.isoformat())
@@ -156,30 +117,21 @@ def scheduled(tmp_path_factory):
     config = root / "cac_review.yaml"
     text = review.config_path().read_text(encoding="utf-8")
     config.write_text(text.replace("response_timeout: 7d", "response_timeout: 5s"))
-    server, endpoint = start_s3_server()
-    local = LocalEnv(root / "env", endpoint)
-    local.prepare()
-    migrate_airflow_db(local)
     settings = {
         "CROSSBORDER_REVIEW_CONFIG": str(config),
         "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
     }
-    airflow(local, "dags", "reserialize", extra_env=settings)
-    try:
-        with api_server(local, root / "logs" / "api-server.log", extra_env=settings) as extra:
-            yield local, extra
-    finally:
-        server.stop()
+    with (
+        review_env(root / "env", settings) as local,
+        api_server(local, root / "logs" / "api-server.log", extra_env=settings) as extra,
+    ):
+        yield local, extra
 
 
 def test_an_unanswered_review_times_out_as_a_rejection(scheduled):
     env, extra = scheduled
     day = date(2026, 11, 21)
-    synthetic.generate_partition(env.source, DATASET, day, rows=600)
-    logical = f"{day + timedelta(days=1)}T02:00:00+08:00"
-    daily = airflow(env, "dags", "test", f"cn_export_{DATASET}", logical, check=False,
-                    extra_env=extra)  # fmt: skip
-    assert daily.returncode == 0, (daily.stdout + daily.stderr)[-3000:]
+    daily_export(env, day, extra_env=extra)
     logs = env.root / "logs"
     components = [
         start_airflow(env, "dag-processor", log=logs / "dag-processor.log", extra_env=extra),
