@@ -298,3 +298,22 @@ def test_open_reviews_are_reminded_once_per_period_with_a_link(env, case):
 
 def test_review_configuration_file_is_part_of_the_repository():
     assert Path(review.config_path()).is_file()
+
+
+def test_a_malformed_reference_reaches_the_judgement_instead_of_failing_the_gate():
+    from airflow.providers.standard.operators.hitl import HITLOperator
+    from airflow.sdk.exceptions import ParamValidationError
+
+    from crossborder.review_dag import _gate
+
+    gate = _gate("first_approval", CONFIG)
+    malformed = {"cac_reference": "CAC-XX-1", "reason": None}
+    with pytest.raises(ParamValidationError):  # Airflow's own check would fail the task
+        HITLOperator.validate_params_input(gate, malformed)
+    gate.validate_params_input(malformed)  # ours passes the answer on to the judgement
+    approval, why = review.judge_answer(
+        {**answer(LI), "params_input": malformed}, CONFIG, excluded=set()
+    )
+    assert approval is None and "without a valid CAC reference" in why
+    with pytest.raises(ValueError, match="does not match params"):
+        gate.validate_params_input({"cac_reference": REF})  # a missing field still fails

@@ -10,6 +10,7 @@ encrypt / upload / manifest path as a cleared one, with the approvals in the man
 
 from __future__ import annotations
 
+import contextlib
 from datetime import timedelta
 from typing import Any
 
@@ -66,6 +67,14 @@ class ReviewGate(HITLOperator):
         if not self.assigned_users:  # an empty list would let anyone answer
             raise ValueError("no configured approver is left to answer this gate")
         return super().execute(context)
+
+    def validate_params_input(self, params_input: Any) -> None:
+        """A malformed reference is judged (a refused approval, with the reason recorded)
+        by ``judge_gates``, not turned into a failed task: the answer is passed on as given."""
+        from airflow.sdk.exceptions import ParamValidationError
+
+        with contextlib.suppress(ParamValidationError):
+            super().validate_params_input(params_input)
 
 
 def _gate(task_id: str, config: ReviewConfig, earlier: tuple[str, ...] = ()) -> ReviewGate:
