@@ -126,6 +126,17 @@ def case(env):
     return steps.open_review(cfg, DATASET, DAY, "daily-1", "review-1", CHEN)
 
 
+GATES = ("first_approval", "second_approval")
+
+
+def _judge(env: LocalEnv, answers: list[dict], review_run: str = "review-1") -> dict:
+    """What the gates and the judge tasks do: each answer into the ledger, then judged."""
+    cfg = env.settings()
+    for gate, given in zip(GATES, answers, strict=False):
+        steps.record_answer(cfg, DATASET, DAY, "daily-1", review_run, gate, given)
+    return steps.judge_gates(cfg, DATASET, DAY, "daily-1", review_run, list(GATES[: len(answers)]))
+
+
 def _export(env: LocalEnv, case: dict) -> dict:
     cfg = env.settings()
     parts = steps.plan_upload(cfg, case["staged"], case["decision"])
@@ -162,9 +173,9 @@ def test_the_approver_sees_what_would_leave_why_and_the_checks(case):
 
 
 def test_two_approvals_export_with_the_approvals_in_manifest_and_ledger(env, case):
-    first = steps.judge_gates(env.settings(), case, [answer(LI)])
+    first = _judge(env, [answer(LI)])
     assert (first["approved"], first["rejected"]) == (False, False)  # one more gate to go
-    both = steps.judge_gates(env.settings(), case, [answer(LI), answer(ZHANG)])
+    both = _judge(env, [answer(LI), answer(ZHANG)])
     assert both["approved"]
     result = _export(env, case)
     assert result["route"] == "cac_review"
@@ -197,7 +208,7 @@ def test_two_approvals_export_with_the_approvals_in_manifest_and_ledger(env, cas
 def test_a_review_without_two_valid_approvals_is_recorded_and_nothing_leaves(
     env, case, answers, why
 ):
-    outcome = steps.judge_gates(env.settings(), case, answers)
+    outcome = _judge(env, answers)
     assert outcome["rejected"] and why in outcome["why"]
     row = _attempt(env)
     assert row["state"] == "rejected" and why in row["error"]
@@ -268,7 +279,7 @@ def test_blocked_data_never_leaves_even_with_approvals(env, case):
 
 
 def test_a_newer_daily_run_supersedes_the_review(env, case):
-    steps.judge_gates(env.settings(), case, [answer(LI), answer(ZHANG)])
+    _judge(env, [answer(LI), answer(ZHANG)])
     ledger.begin_attempt(ledger.connect(env.ledger_url), DATASET, DAY, "daily-2")
     with pytest.raises(ExportRefused, match="latest attempt"):
         steps.plan_upload(env.settings(), case["staged"], case["decision"])
@@ -291,7 +302,7 @@ def test_open_reviews_are_reminded_once_per_period_with_a_link(env, case):
     alert = [e["detail"] for e in events if e["kind"] == "alert"][-1]
     assert alert["kind"] == "review_reminder"
     assert "http://ui.example/dags/cn_cac_review/runs/review-1/required_actions" in alert["cause"]
-    steps.judge_gates(cfg, case, [answer(LI, review.REJECT, reason="no")])
+    _judge(env, [answer(LI, review.REJECT, reason="no")])
     much_later = later + 2 * CONFIG.remind_after
     assert steps.remind_open_reviews(cfg, "http://ui.example", now=much_later) == []
 
@@ -317,3 +328,65 @@ def test_a_malformed_reference_reaches_the_judgement_instead_of_failing_the_gate
     assert approval is None and "without a valid CAC reference" in why
     with pytest.raises(ValueError, match="does not match params"):
         gate.validate_params_input({"cac_reference": REF})  # a missing field still fails
+
+
+# --- review findings: stale approvals, forged answers, settled states, second reviews ---------
+
+
+def test_re_staging_voids_the_approvals_of_earlier_staging(env, case):
+    assert _judge(env, [answer(LI), answer(ZHANG)])["approved"]
+    cfg = env.settings()
+    extracted = steps.extract(cfg, DATASET, DAY, "daily-1")  # on-call clears the daily run
+    steps.anonymize(cfg, extracted, "daily-1")
+    assert _attempt(env)["approvals"] == []
+    with pytest.raises(ExportRefused):
+        steps.plan_upload(cfg, case["staged"], case["decision"])
+    assert _keys(env) == []
+
+
+def test_only_the_files_handed_over_can_leave_with_the_approvals(env, case):
+    assert _judge(env, [answer(LI), answer(ZHANG)])["approved"]
+    swapped = {
+        **case["staged"],
+        "files": [{**f, "sha256": "0" * 64} for f in case["staged"]["files"]],
+    }
+    with pytest.raises(ExportRefused, match="not the ones handed over"):
+        steps.plan_upload(env.settings(), swapped, case["decision"])
+
+
+def test_the_judgement_reads_answers_from_the_ledger_not_from_its_inputs(env, case):
+    # nothing recorded by the gates: whatever a task's XCom claims, there is no approval
+    outcome = steps.judge_gates(env.settings(), DATASET, DAY, "daily-1", "review-1", list(GATES))
+    assert outcome["rejected"] and "timeout" in outcome["why"]
+
+
+def test_a_settled_attempt_is_never_reopened_by_a_re_run(env, case):
+    _judge(env, [answer(LI, review.REJECT, reason="faces")])
+    with pytest.raises(ExportRefused, match="already rejected"):
+        steps.record_held(env.settings(), DATASET, DAY, "daily-1", case["decision"], {"x": 1})
+    assert _attempt(env)["state"] == "rejected" and "faces" in _attempt(env)["error"]
+
+
+def test_a_second_review_run_for_the_same_hand_over_is_refused(env, case):
+    again = steps.open_review(env.settings(), DATASET, DAY, "daily-1", "review-1", CHEN)
+    assert again["attempt_id"] == case["attempt_id"]  # re-running the same review is fine
+    with pytest.raises(ExportRefused, match="already open"):
+        steps.open_review(env.settings(), DATASET, DAY, "daily-1", "review-2", None)
+
+
+def test_a_review_alert_for_an_unknown_daily_run_creates_no_attempt(env, case):
+    from crossborder import alerts
+
+    wrong = alerts.Alert(DATASET, DAY, "open_review", "export_refused", "x", "daily-typo")
+    alerts.emit(wrong, env.ledger_url, fail_attempt=True, existing_only=True)
+    assert _attempt(env)["dag_run_id"] == "daily-1"  # still the day's latest
+
+
+def test_the_review_configuration_must_match_the_two_gates(tmp_path):
+    text = (
+        review.config_path().read_text().replace("approvals_required: 2", "approvals_required: 3")
+    )
+    path = tmp_path / "review.yaml"
+    path.write_text(text)
+    with pytest.raises(PolicyInvalid, match="approvals_required: 2"):
+        review.load_config(path)

@@ -49,15 +49,31 @@ def describe(exc: BaseException | None, wait_description: str) -> tuple[str, str
     return "task_failed", f"{type(exc).__name__}: {first_line}"
 
 
-def emit(alert: Alert, ledger_url: str | None, *, fail_attempt: bool = False) -> None:
-    """Log the alert, then record it in the ledger (and mark the attempt failed)."""
+def emit(
+    alert: Alert,
+    ledger_url: str | None,
+    *,
+    fail_attempt: bool = False,
+    existing_only: bool = False,
+) -> None:
+    """Log the alert, then record it in the ledger (and mark the attempt failed).
+
+    ``existing_only``: record it against the run's attempt only if there is one (a review
+    run names the daily run it decides on; a wrong name must not create an attempt that
+    would then be the day's latest).
+    """
     log.error(alert.line())
     if not ledger_url:
         return
     try:
         engine = ledger.connect(ledger_url)
-        attempt_id = ledger.begin_attempt(engine, alert.dataset, alert.day, alert.run_id)
+        if existing_only:
+            attempt_id = ledger.find_attempt(engine, alert.dataset, alert.day, alert.run_id)
+        else:
+            attempt_id = ledger.begin_attempt(engine, alert.dataset, alert.day, alert.run_id)
         ledger.record_event(engine, alert.dataset, alert.day, "alert", asdict(alert), attempt_id)
+        if attempt_id is None:
+            return
         # A settled outcome (exported, received, blocked, rejected) is never overwritten:
         # e.g. a review run opened for a partition that has already left.
         if fail_attempt and ledger.get_attempt(engine, attempt_id)["state"] in UNSETTLED:
@@ -84,4 +100,5 @@ def on_task_failure(context: dict[str, Any]) -> None:
         ledger_url, wait = None, f"no _SUCCESS marker (configuration unreadable: {exc})"
     kind, cause = describe(context.get("exception"), wait)
     step = context["task_instance"].task_id
-    emit(Alert(dataset, day, step, kind, cause, run_id), ledger_url, fail_attempt=True)
+    alert = Alert(dataset, day, step, kind, cause, run_id)
+    emit(alert, ledger_url, fail_attempt=True, existing_only="export_run_id" in params)

@@ -474,3 +474,15 @@ def record_subjects(
             _insert_subjects(conn, year, cls, missing, attempt_id)
             added[cls] = len(missing)
         return added
+
+
+def find_attempt(engine: sa.Engine, dataset: str, day: str, dag_run_id: str) -> int | None:
+    """The attempt of a run, if it has one (never creates it)."""
+    with engine.connect() as conn:
+        return conn.execute(
+            sa.select(attempts.c.id).where(
+                attempts.c.dataset == dataset,
+                attempts.c.partition_date == day,
+                attempts.c.dag_run_id == dag_run_id,
+            )
+        ).scalar()

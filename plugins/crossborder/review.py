@@ -68,10 +68,12 @@ def load_config(path: Path | None = None) -> ReviewConfig:
         re.compile(config.reference_pattern)
     except (OSError, yaml.YAMLError, KeyError, TypeError, ValueError, re.error) as exc:
         raise PolicyInvalid(f"review configuration: {exc}", file=str(path)) from None
-    if config.approvals_required < 2 or len(config.approver_ids) < config.approvals_required:
+    names = {a["name"] for a in config.approvers}
+    if config.approvals_required != 2 or min(len(config.approver_ids), len(names)) < 2:
         raise PolicyInvalid(
-            f"review configuration: four eyes need approvals_required >= 2 and at least that "
-            f"many distinct approvers (found {len(config.approver_ids)})",
+            "review configuration: four eyes need approvals_required: 2 (the review DAG has "
+            "two gates) and at least two approvers with distinct ids and names "
+            f"(found {len(config.approver_ids)} ids, {len(names)} names)",
             file=str(path),
         )
     return config
@@ -112,7 +114,7 @@ def judge_answer(
         return None, f"rejected by {who}: {reason}"
     if who not in config.approver_ids:
         return None, f"{who} is not a configured approver"
-    if who in excluded:
+    if who in excluded or user.get("name") in excluded:
         return None, f"{who} may not approve twice or approve a review they triggered"
     reference = params.get("cac_reference")
     if not config.reference_is_valid(reference):

@@ -44,7 +44,7 @@ class ReviewNotifier(BaseNotifier):
         # Recorded against the daily run's attempt: the one the review decides on.
         alert = Alert(case["dataset"], case["day"], context["ti"].task_id, "review_gate_open",
                       cause, case["export_run_id"])  # fmt: skip
-        emit(alert, settings().ledger_url)
+        emit(alert, settings().ledger_url, existing_only=True)
 
 
 class ReviewGate(HITLOperator):
@@ -62,11 +62,30 @@ class ReviewGate(HITLOperator):
         excluded = {context["dag_run"].triggering_user_name}
         for gate in self.earlier_gates:
             answer = context["ti"].xcom_pull(task_ids=gate) or {}
-            excluded.add((answer.get("responded_by_user") or {}).get("id"))
-        self.assigned_users = [a for a in self.approvers if a["id"] not in excluded]
+            user = answer.get("responded_by_user") or {}
+            excluded |= {user.get("id"), user.get("name")}
+        self.assigned_users = [
+            a for a in self.approvers if a["id"] not in excluded and a["name"] not in excluded
+        ]
         if not self.assigned_users:  # an empty list would let anyone answer
             raise ValueError("no configured approver is left to answer this gate")
         return super().execute(context)
+
+    def execute_complete(self, context: Any, event: dict[str, Any]) -> Any:
+        """Record the answer in the ledger straight from Airflow's event: the judgement
+        reads it there, never from XCom."""
+        answer = super().execute_complete(context, event)
+        params = context["params"]
+        _call(
+            "record_answer",
+            params["dataset"],
+            params["partition_date"],
+            params["export_run_id"],
+            context["run_id"],
+            self.task_id,
+            dict(answer),
+        )
+        return answer
 
     def validate_params_input(self, params_input: Any) -> None:
         """A malformed reference is judged (a refused approval, with the reason recorded)
@@ -111,6 +130,7 @@ def build_review_dag() -> DAG:
 
     @dag(
         dag_id=REVIEW_DAG_ID,
+        is_paused_upon_creation=False,  # a hand-over must not wait on someone unpausing
         description="CAC review: two approvers record the CAC reference before an export",
         doc_md=__doc__,
         schedule=None,
@@ -138,17 +158,26 @@ def build_review_dag() -> DAG:
                 run.triggering_user_name,
             )
 
-        @task.short_circuit
-        def judge_first(case: dict[str, Any], first: dict[str, Any]) -> bool:
-            """Go on only if the first approver approved with a valid CAC reference."""
-            return not _call("judge_gates", case, [first])["rejected"]
+        def _judge(gates: list[str], context: Any) -> dict[str, Any]:
+            params = context["params"]
+            return _call(
+                "judge_gates",
+                params["dataset"],
+                params["partition_date"],
+                params["export_run_id"],
+                context["run_id"],
+                gates,
+            )
 
         @task.short_circuit
-        def judge_second(
-            case: dict[str, Any], first: dict[str, Any], second: dict[str, Any]
-        ) -> bool:
+        def judge_first(**context: Any) -> bool:
+            """Go on only if the first approver approved with a valid CAC reference."""
+            return not _judge(["first_approval"], context)["rejected"]
+
+        @task.short_circuit
+        def judge_second(**context: Any) -> bool:
             """Go on only with two valid approvals by different approvers (recorded)."""
-            return _call("judge_gates", case, [first, second])["approved"]
+            return _judge(["first_approval", "second_approval"], context)["approved"]
 
         @task
         def plan_upload(case: dict[str, Any]) -> list[dict[str, Any]]:
@@ -179,10 +208,9 @@ def build_review_dag() -> DAG:
         case = open_review()
         first_gate = _gate("first_approval", config)
         second_gate = _gate("second_approval", config, earlier=("first_approval",))
-        case >> first_gate
-        go_on = judge_first(case, first_gate.output)
-        go_on >> second_gate
-        approved = judge_second(case, first_gate.output, second_gate.output)
+        case >> first_gate >> judge_first() >> second_gate
+        approved = judge_second()
+        second_gate >> approved
         parts = plan_upload(case)
         approved >> parts
         publish_manifest(case, upload_part.expand(part=parts))
@@ -193,6 +221,7 @@ def build_review_dag() -> DAG:
 def build_reminder_dag() -> DAG:
     @dag(
         dag_id="cn_cac_review_reminders",
+        is_paused_upon_creation=False,
         description="Remind approvers of CAC reviews still open after the configured time",
         schedule=timedelta(hours=1),
         start_date=START,

@@ -147,7 +147,8 @@ def anonymize(settings: Settings, extracted: dict[str, Any], run_id: str) -> dic
         staged = anonymize_partition(
             policy, found, settings.staging_root, settings.pseudonymization_key
         )
-    _record(settings, attempt_id, anonymization=staged.anonymization)
+    # What is staged now is new: any route or approval given for earlier staging is void.
+    _record(settings, attempt_id, anonymization=staged.anonymization, route=None, approvals=[])
     return {"status": "staged", **staged.to_dict()}
 
 
@@ -223,6 +224,14 @@ def record_held(
     ledger with the decision: the review run reads the case from there.
     """
     attempt_id = _attempt(settings, dataset, day, run_id)
+    engine = ledger.connect(settings.ledger_url)
+    settled = ledger.get_attempt(engine, attempt_id)["state"]
+    if settled in ("exported", "received", "rejected"):
+        raise ExportRefused(
+            f"this run's attempt is already {settled}: trigger a new run to export the day again",
+            dataset=dataset,
+            day=day,
+        )
     route = decision["route"]
     state = "awaiting_review" if route == "cac_review" else "blocked"
     if route == "cac_review":
@@ -276,11 +285,15 @@ def _require_exportable(
         )
     if found.route == "cleared":
         return []
-    triggered = {
-        e["detail"].get("triggered_by")
-        for e in ledger.list_events(engine, dataset, day)
-        if e["kind"] == "review_opened" and e["attempt_id"] == latest["id"]
-    }
+    events = [
+        e for e in ledger.list_events(engine, dataset, day) if e["attempt_id"] == latest["id"]
+    ]
+    handed = [e["detail"]["staged"] for e in events if e["kind"] == review.HANDOVER_EVENT]
+    if not handed or _fingerprint(handed[-1]) != _fingerprint(staged):
+        raise ExportRefused(
+            "the files are not the ones handed over for review", dataset=dataset, day=day
+        )
+    triggered = {e["detail"].get("triggered_by") for e in events if e["kind"] == "review_opened"}
     return review.require_approved(
         latest["approvals"] or [],
         review.load_config(),
@@ -288,6 +301,10 @@ def _require_exportable(
         day=day,
         excluded=triggered - {None},
     )
+
+
+def _fingerprint(staged: dict[str, Any]) -> list[tuple[str, str]]:
+    return sorted((f["name"], f["sha256"]) for f in staged["files"])
 
 
 def plan_upload(
@@ -383,7 +400,11 @@ def publish(
         anonymization=evidence_for_manifest(
             {**staged["anonymization"], "verification": verification}
         ),
-        extra={"reasons": decision["reasons"], "columns": staged["columns"]},
+        extra={
+            "reasons": decision["reasons"],
+            "rules_version": decision.get("rules_version"),
+            "columns": staged["columns"],
+        },
     )
     published = landing.publish_manifest(
         settings.s3_client(), settings.us_bucket, dataset, day, manifest, signing
@@ -411,6 +432,21 @@ def publish(
 # --- CAC review (cn_cac_review) ------------------------------------------------------------
 
 
+def _review_attempt(
+    engine: Any, dataset: str, day: str, export_run_id: str
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The day's latest attempt, which must be ``export_run_id``'s, and its events."""
+    attempt = ledger.latest_attempt(engine, dataset, day)
+    if not attempt or attempt["dag_run_id"] != export_run_id:
+        raise ExportRefused(
+            f"run {export_run_id} is not the day's latest export attempt", dataset=dataset, day=day
+        )
+    events = [
+        e for e in ledger.list_events(engine, dataset, day) if e["attempt_id"] == attempt["id"]
+    ]
+    return attempt, events
+
+
 def open_review(
     settings: Settings,
     dataset: str,
@@ -419,73 +455,100 @@ def open_review(
     review_run_id: str,
     triggered_by: str | None,
 ) -> dict[str, Any]:
-    """The case the gates show, from the hand-over of the daily run awaiting review."""
+    """The case the gates show, from the hand-over of the daily run awaiting review.
+    One review run per hand-over: a second one is refused (re-running the same is fine)."""
     engine = ledger.connect(settings.ledger_url)
-    attempt = ledger.latest_attempt(engine, dataset, day)
-    if not attempt or attempt["dag_run_id"] != export_run_id:
-        raise ExportRefused(
-            f"run {export_run_id} is not the day's latest export attempt", dataset=dataset, day=day
-        )
+    attempt, events = _review_attempt(engine, dataset, day, export_run_id)
     if attempt["state"] != "awaiting_review":
         raise ExportRefused(
             f"the attempt is {attempt['state']}, not awaiting review", dataset=dataset, day=day
         )
-    handover = next(
-        e["detail"]
-        for e in reversed(ledger.list_events(engine, dataset, day))
-        if e["kind"] == review.HANDOVER_EVENT and e["attempt_id"] == attempt["id"]
-    )
-    case = review.case_from_handover(handover)
-    opened = {"review_run_id": review_run_id, "triggered_by": triggered_by}
-    ledger.record_event(engine, dataset, day, "review_opened", opened, attempt["id"])
+    handover = [e for e in events if e["kind"] == review.HANDOVER_EVENT][-1]
+    opened = [
+        e["detail"] for e in events if e["kind"] == "review_opened" and e["id"] > handover["id"]
+    ]
+    if any(o["review_run_id"] != review_run_id for o in opened):
+        raise ExportRefused(
+            f"review run {opened[0]['review_run_id']} is already open for this hand-over",
+            dataset=dataset,
+            day=day,
+        )
+    if not opened:
+        detail = {"review_run_id": review_run_id, "triggered_by": triggered_by}
+        ledger.record_event(engine, dataset, day, "review_opened", detail, attempt["id"])
+    case = review.case_from_handover(handover["detail"])
     return {
         **case,
         "attempt_id": attempt["id"],
         "export_run_id": export_run_id,
-        "triggered_by": triggered_by,
         "subject": review.subject(case),
         "body": review.body(case),
     }
 
 
+def record_answer(
+    settings: Settings,
+    dataset: str,
+    day: str,
+    export_run_id: str,
+    review_run_id: str,
+    gate: str,
+    answer: dict[str, Any],
+) -> None:
+    """Keep a gate's answer in the ledger, as Airflow handed it to the gate itself (never
+    from XCom, which users with the right to edit XComs could rewrite)."""
+    engine = ledger.connect(settings.ledger_url)
+    attempt, _ = _review_attempt(engine, dataset, day, export_run_id)
+    detail = {"review_run_id": review_run_id, "gate": gate, "answer": answer}
+    ledger.record_event(engine, dataset, day, "review_answer", detail, attempt["id"])
+
+
 def judge_gates(
-    settings: Settings, case: dict[str, Any], answers: list[dict[str, Any]]
+    settings: Settings,
+    dataset: str,
+    day: str,
+    export_run_id: str,
+    review_run_id: str,
+    gates: list[str],
 ) -> dict[str, Any]:
-    """Judge the gates answered so far. A failed gate rejects the review (recorded, alerted,
-    nothing uploaded); once enough gates approve, the approvals go into the ledger."""
+    """Judge the gates answered so far, from the ledger. A failed gate rejects the review
+    (recorded, alerted, nothing uploaded); once enough gates approve, the approvals go
+    into the ledger."""
     config = review.load_config()
-    dataset, day = case["dataset"], case["day"]
-    excluded = {case["triggered_by"]} - {None}
+    engine = ledger.connect(settings.ledger_url)
+    attempt, events = _review_attempt(engine, dataset, day, export_run_id)
+    mine = [e["detail"] for e in events if e["detail"].get("review_run_id") == review_run_id]
+    excluded = {o["triggered_by"] for o in mine if "triggered_by" in o} - {None}
+    answers = {d["gate"]: d["answer"] for d in mine if "gate" in d}  # the latest per gate
     approvals = []
-    for answer in answers:
+    for gate in gates:
+        answer = answers.get(gate, {})
         approval, why = review.judge_answer(answer, config, excluded=excluded)
         if approval is None:
-            return _reject_review(
-                settings, case, why, timed_out=not answer.get("responded_by_user")
-            )
-        excluded.add(approval.by)
+            timed_out = not answer.get("responded_by_user")
+            return _reject_review(settings, attempt, why, timed_out=timed_out)
+        excluded |= {approval.by, (answer.get("responded_by_user") or {}).get("name")}
         approvals.append(approval.to_dict())
     complete = len(approvals) >= config.approvals_required
     if complete:
-        engine = ledger.connect(settings.ledger_url)
-        ledger.update_attempt(engine, case["attempt_id"], approvals=approvals)
+        ledger.update_attempt(engine, attempt["id"], approvals=approvals)
         ledger.record_event(
-            engine, dataset, day, "review_approved", {"approvals": approvals}, case["attempt_id"]
+            engine, dataset, day, "review_approved", {"approvals": approvals}, attempt["id"]
         )
     return {"approved": complete, "rejected": False, "approvals": approvals}
 
 
 def _reject_review(
-    settings: Settings, case: dict[str, Any], why: str, *, timed_out: bool
+    settings: Settings, attempt: dict[str, Any], why: str, *, timed_out: bool
 ) -> dict[str, Any]:
-    dataset, day, attempt_id = case["dataset"], case["day"], case["attempt_id"]
+    dataset, day = attempt["dataset"], attempt["partition_date"]
     engine = ledger.connect(settings.ledger_url)
-    ledger.update_attempt(engine, attempt_id, state="rejected", error=f"review: {why}")
-    ledger.record_event(engine, dataset, day, "review_rejected", {"why": why}, attempt_id)
+    ledger.update_attempt(engine, attempt["id"], state="rejected", error=f"review: {why}")
+    ledger.record_event(engine, dataset, day, "review_rejected", {"why": why}, attempt["id"])
     kind = "review_timeout" if timed_out else "review_rejected"
     cause = f"CAC review ended without approval, nothing leaves China: {why}"
     alerts.emit(
-        alerts.Alert(dataset, day, "judge_gates", kind, cause, case["export_run_id"]),
+        alerts.Alert(dataset, day, "judge_gates", kind, cause, attempt["dag_run_id"]),
         settings.ledger_url,
     )
     return {"approved": False, "rejected": True, "why": why}
@@ -494,26 +557,29 @@ def _reject_review(
 def remind_open_reviews(
     settings: Settings, base_url: str, now: datetime | None = None
 ) -> list[dict[str, Any]]:
-    """Alert again for each review still open ``remind_after`` after it opened or was last
-    reminded, with the link to its gates."""
+    """Alert again for each partition still awaiting review ``remind_after`` after its
+    hand-over or its last reminder, with the link to its gates (or to the review DAG if
+    no review run has opened yet)."""
     config = review.load_config()
     engine = ledger.connect(settings.ledger_url)
     now = now or datetime.now(UTC)
     reminded = []
     for attempt in ledger.attempts_in_state(engine, "awaiting_review"):
         dataset, day = attempt["dataset"], attempt["partition_date"]
+        kinds = (review.HANDOVER_EVENT, "review_opened", "review_reminder")
         events = [
             e
             for e in ledger.list_events(engine, dataset, day)
-            if e["attempt_id"] == attempt["id"]
-            and e["kind"] in ("review_opened", "review_reminder")
+            if e["attempt_id"] == attempt["id"] and e["kind"] in kinds
         ]
-        opened = [e for e in events if e["kind"] == "review_opened"]
-        if not opened or now - _happened(events[-1]) < config.remind_after:
+        if not events or now - _happened(events[-1]) < config.remind_after:
             continue
-        run_id = opened[-1]["detail"]["review_run_id"]
-        link = f"{base_url.rstrip('/')}/dags/cn_cac_review/runs/{run_id}/required_actions"
-        waiting = now - _happened(opened[0])
+        opened = [e["detail"]["review_run_id"] for e in events if e["kind"] == "review_opened"]
+        run_id = opened[-1] if opened else None
+        link = f"{base_url.rstrip('/')}/dags/cn_cac_review" + (
+            f"/runs/{run_id}/required_actions" if run_id else ""
+        )
+        waiting = now - _happened(events[0])
         cause = f"CAC review open for {waiting.days} days {waiting.seconds // 3600} h: {link}"
         alerts.emit(
             alerts.Alert(dataset, day, "remind", "review_reminder", cause, attempt["dag_run_id"]),
