@@ -36,9 +36,10 @@ def test_alert_is_logged_and_recorded_and_fails_the_attempt(tmp_path, caplog):
     alert = alerts.Alert("diagnostics", "2026-11-23", "validate", "quality_failed", "x", "run-1")
     with caplog.at_level(logging.ERROR):
         alerts.emit(alert, url, fail_attempt=True)
-    assert "ALERT [quality_failed] diagnostics 2026-11-23 step validate: x (run run-1)" in (
-        caplog.text
-    )
+    assert (
+        "ALERT [quality_failed] diagnostics 2026-11-23 step validate: x "
+        "(run run-1; runbook docs/runbook.md#quality_failed)"
+    ) in caplog.text
     engine = ledger.connect(url)
     [event] = ledger.list_events(engine, "diagnostics", "2026-11-23")
     assert (event["kind"], event["detail"]["step"]) == ("alert", "validate")
@@ -75,3 +76,22 @@ def test_a_failure_alert_never_overwrites_a_settled_outcome(tmp_path):
     assert ledger.get_attempt(engine, attempt)["state"] == "exported"
     events = ledger.list_events(engine, "adas_events", "2026-11-23")
     assert [e["detail"]["kind"] for e in events] == ["export_refused"]  # still alerted
+
+
+def test_every_alert_kind_has_a_runbook_entry_with_what_to_do():
+    import re
+
+    from crossborder import errors
+    from crossborder.policy import REPO_ROOT
+
+    def subclasses(cls):
+        for sub in cls.__subclasses__():
+            yield sub
+            yield from subclasses(sub)
+
+    kinds = {c.kind for c in subclasses(errors.CrossborderError)} | set(alerts.EVENT_KINDS)
+    text = (REPO_ROOT / alerts.RUNBOOK).read_text(encoding="utf-8")
+    entries = dict(re.findall(r"^## (\w+)\n(.*?)(?=^## |\Z)", text, re.M | re.S))
+    assert kinds <= set(entries), sorted(kinds - set(entries))
+    for kind in kinds:
+        assert "**Means**" in entries[kind] and "**Data left?**" in entries[kind], kind

@@ -17,6 +17,20 @@ from crossborder.extract import partition_path
 
 log = logging.getLogger(__name__)
 UNSETTLED = ("in_progress", "awaiting_review", "failed")
+RUNBOOK = "docs/runbook.md"
+# Alert kinds that are not an error type (each error's kind is its own); every kind has
+# an entry in the runbook.
+EVENT_KINDS = (
+    "partition_late",
+    "quality_warning",
+    "partition_blocked",
+    "review_required",
+    "review_gate_open",
+    "review_reminder",
+    "review_rejected",
+    "review_timeout",
+    "task_failed",
+)
 
 
 @dataclass(frozen=True)
@@ -28,10 +42,14 @@ class Alert:
     cause: str
     run_id: str
 
+    @property
+    def runbook(self) -> str:
+        return f"{RUNBOOK}#{self.kind}"
+
     def line(self) -> str:
         return (
             f"ALERT [{self.kind}] {self.dataset} {self.day} step {self.step}: {self.cause} "
-            f"(run {self.run_id})"
+            f"(run {self.run_id}; runbook {self.runbook})"
         )
 
 
@@ -71,7 +89,8 @@ def emit(
             attempt_id = ledger.find_attempt(engine, alert.dataset, alert.day, alert.run_id)
         else:
             attempt_id = ledger.begin_attempt(engine, alert.dataset, alert.day, alert.run_id)
-        ledger.record_event(engine, alert.dataset, alert.day, "alert", asdict(alert), attempt_id)
+        detail = {**asdict(alert), "runbook": alert.runbook}
+        ledger.record_event(engine, alert.dataset, alert.day, "alert", detail, attempt_id)
         if attempt_id is None:
             return
         # A settled outcome (exported, received, blocked, rejected) is never overwritten:
