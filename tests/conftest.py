@@ -5,6 +5,7 @@ Keys are generated at run time and never written to the repository.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import random
 import uuid
@@ -16,8 +17,9 @@ import boto3
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import sqlalchemy as sa
 
-from crossborder import crypto, landing
+from crossborder import crypto, landing, ledger
 from crossborder.localenv import start_s3_server
 from crossborder.manifest import build_manifest
 
@@ -179,3 +181,48 @@ def export_partition(
         return Export(prepared, records, manifest, published)
 
     return export
+
+
+# --- the ledger on SQLite and on the local PostgreSQL ----------------------------------------
+
+PG_ADMIN = "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
+
+
+def _postgres_url() -> tuple[sa.Engine, str, str]:
+    """A throw-away database on the local PostgreSQL (admin engine, name, url)."""
+    name = f"ledger_test_{uuid.uuid4().hex[:10]}"
+    admin = sa.create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    except sa.exc.OperationalError as exc:
+        pytest.skip(f"PostgreSQL on 127.0.0.1:5432 is not reachable: {exc}")
+    return admin, name, PG_ADMIN.rsplit("/", 1)[0] + f"/{name}"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def engine(request, tmp_path):
+    """A fresh export ledger, once on SQLite and once on PostgreSQL (dropped after)."""
+    if request.param == "sqlite":
+        yield ledger.connect(f"sqlite:///{tmp_path}/ledger.db")
+        return
+    admin, name, url = _postgres_url()
+    engine = ledger.connect(url)
+    yield engine
+    engine.dispose()
+    ledger.connect.cache_clear()
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'DROP DATABASE "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+def precise_location(policy):
+    """The policy with positions leaving at 0.001 degrees (~100 m): still precise location,
+    so the subjects of rows with a position count as sensitive personal information."""
+    columns = tuple(
+        dataclasses.replace(c, options={**c.options, "grid_deg": 0.001})
+        if c.transform == "generalize_location"
+        else c
+        for c in policy.columns
+    )
+    return dataclasses.replace(policy, columns=columns)

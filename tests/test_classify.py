@@ -6,6 +6,7 @@ import dataclasses
 from pathlib import Path
 
 import pytest
+from conftest import precise_location
 
 from crossborder.classify import Decision, PartitionFacts, classify
 from crossborder.ledger import SubjectCount, YearTotals
@@ -159,16 +160,7 @@ def test_personal_subject_thresholds(rules, personal, route, fired):
 
 @pytest.fixture(scope="module")
 def precise_telemetry() -> Policy:
-    """Telemetry whose positions leave at 0.001° (~100 m): still precise location, so
-    the subjects of rows with a position count as sensitive personal information."""
-    policy = load_policy("vehicle_telemetry")
-    columns = tuple(
-        dataclasses.replace(c, options={**c.options, "grid_deg": 0.001})
-        if c.transform == "generalize_location"
-        else c
-        for c in policy.columns
-    )
-    return dataclasses.replace(policy, columns=columns)
+    return precise_location(load_policy("vehicle_telemetry"))
 
 
 @pytest.fixture(scope="module")

@@ -1,40 +1,9 @@
 """The export ledger works the same on SQLite and PostgreSQL."""
 
-import uuid
-
 import pytest
 import sqlalchemy as sa
 
 from crossborder import ledger
-
-PG_ADMIN = "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
-
-
-def _postgres_url():
-    """A throw-away database on the local PostgreSQL, dropped after the test."""
-    name = f"ledger_test_{uuid.uuid4().hex[:10]}"
-    admin = sa.create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    except sa.exc.OperationalError as exc:
-        pytest.skip(f"PostgreSQL on 127.0.0.1:5432 is not reachable: {exc}")
-    return admin, name, PG_ADMIN.rsplit("/", 1)[0] + f"/{name}"
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def engine(request, tmp_path):
-    if request.param == "sqlite":
-        yield ledger.connect(f"sqlite:///{tmp_path}/ledger.db")
-        return
-    admin, name, url = _postgres_url()
-    engine = ledger.connect(url)
-    yield engine
-    engine.dispose()
-    ledger.connect.cache_clear()
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'DROP DATABASE "{name}" WITH (FORCE)'))
-    admin.dispose()
 
 
 def test_attempt_is_one_row_per_run_and_numbered_per_day(engine):

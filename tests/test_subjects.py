@@ -11,9 +11,8 @@ from datetime import UTC, datetime
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-import pytest
 import sqlalchemy as sa
-from test_ledger import _postgres_url
+from conftest import precise_location
 
 from crossborder import ledger, routing
 from crossborder.classify import PartitionFacts, classify
@@ -22,21 +21,6 @@ from crossborder.rules import load_rules
 
 YEAR = 2026
 DAY = "2026-11-23"
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def engine(request, tmp_path):
-    if request.param == "sqlite":
-        yield ledger.connect(f"sqlite:///{tmp_path}/ledger.db")
-        return
-    admin, name, url = _postgres_url()
-    engine = ledger.connect(url)
-    yield engine
-    engine.dispose()
-    ledger.connect.cache_clear()
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'DROP DATABASE "{name}" WITH (FORCE)'))
-    admin.dispose()
 
 
 def _attempt(engine, run: str, dataset: str = "vehicle_telemetry") -> int:
@@ -193,23 +177,13 @@ ROWS = [
 ]
 
 
-def _precise(policy):
-    columns = tuple(
-        dataclasses.replace(c, options={**c.options, "grid_deg": 0.001})
-        if c.transform == "generalize_location"
-        else c
-        for c in policy.columns
-    )
-    return dataclasses.replace(policy, columns=columns)
-
-
 def test_partition_subjects_per_class_from_the_staged_files(tmp_path):
     rules = load_rules()
     policy = load_policy("vehicle_telemetry")
     found = routing.partition_subjects(policy, rules, _stage(tmp_path, policy, ROWS), DAY)
     assert found.by_class == {"personal": {"v1", "v2", "v3", "v4"}, "sensitive_personal": set()}
     assert found.unattributed_rows == 1
-    precise = _precise(policy)
+    precise = precise_location(policy)
     assert routing.sensitive_columns(precise, rules) == ["lat_gcj02", "lon_gcj02"]
     found = routing.partition_subjects(precise, rules, _stage(tmp_path, precise, ROWS), DAY)
     assert found.by_class["sensitive_personal"] == {"v1", "v3"}  # rows with a position
@@ -234,7 +208,7 @@ def test_decide_counts_classifies_and_reserves_a_staged_partition(engine, tmp_pa
 
 def test_a_reviewed_partition_is_counted_when_it_leaves_after_approval(engine, tmp_path):
     rules = load_rules()
-    policy = _precise(load_policy("vehicle_telemetry"))
+    policy = precise_location(load_policy("vehicle_telemetry"))
     staged = _stage(tmp_path, policy, [r for r in ROWS if r[0]])
     run = _attempt(engine, "run-1")
     now = datetime(2026, 11, 24, 3, 0, tzinfo=UTC)
