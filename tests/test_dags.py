@@ -39,7 +39,9 @@ PARSE_SCRIPT = textwrap.dedent(
             "retries": [t.retries for t in d.tasks],
             "tasks": [t.task_id for t in d.tasks],
             "timezone": str(d.timezone),
-            "callbacks": [bool(t.on_failure_callback) for t in d.tasks],
+            "callbacks": [
+                [type(c).__name__ for c in t.on_failure_callback or []] for t in d.tasks
+            ],
         }
         for d in bag.dags.values()
     }
@@ -84,6 +86,7 @@ def test_one_export_dag_per_policy_plus_review_and_receive_dags(parsed):
     assert set(parsed["dags"]) == EXPECTED_EXPORT_DAGS | {
         "us_receive",
         "cn_reconcile_receipts",
+        "cn_deadlines",
         "cn_cac_review",
         "cn_cac_review_reminders",
     }
@@ -112,11 +115,14 @@ def test_tasks_retry_except_the_partition_sensor_and_the_review_gates(parsed):
             assert retries == expected, f"{dag_id}.{task_id}"
 
 
-def test_export_tasks_alert_on_failure_and_run_on_shanghai_time(parsed):
+def test_every_task_alerts_on_failure_through_the_notifier(parsed):
+    for dag_id, info in parsed["dags"].items():
+        assert all(c == ["OnCallNotifier"] for c in info["callbacks"]), dag_id
+
+
+def test_export_dags_run_on_shanghai_time(parsed):
     for dag_id in EXPECTED_EXPORT_DAGS:
-        info = parsed["dags"][dag_id]
-        assert all(info["callbacks"]), dag_id
-        assert info["timezone"] == "Asia/Shanghai"
+        assert parsed["dags"][dag_id]["timezone"] == "Asia/Shanghai", dag_id
 
 
 def test_a_broken_policy_file_does_not_take_the_other_dags_down(tmp_path):

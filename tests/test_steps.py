@@ -16,7 +16,7 @@ from types import SimpleNamespace
 from zoneinfo import ZoneInfo
 
 import pytest
-from conftest import write_parquet
+from conftest import CapturingChannels, write_parquet
 
 from crossborder import landing, ledger, pii, receive, steps, synthetic
 from crossborder.anonymize import staging_path
@@ -44,9 +44,11 @@ def _bucket_exists(s3) -> bool:
     return US_BUCKET in {b["Name"] for b in s3.list_buckets().get("Buckets", [])}
 
 
-def _decided(env: LocalEnv, run_id: str = "run-1", dataset: str = DATASET) -> SimpleNamespace:
+def _decided(
+    env: LocalEnv, run_id: str = "run-1", dataset: str = DATASET, channels=None
+) -> SimpleNamespace:
     """The steps up to the route decision, as the DAG runs them; their outputs by name."""
-    cfg = env.settings()
+    cfg = dataclasses.replace(env.settings(), alert_channels=channels)
     extracted = steps.extract(cfg, dataset, DAY, run_id)
     quality = steps.validate(cfg, extracted, run_id)
     staged = steps.anonymize(cfg, extracted, run_id)
@@ -62,9 +64,9 @@ def _decided(env: LocalEnv, run_id: str = "run-1", dataset: str = DATASET) -> Si
     )
 
 
-def _run_cleared_path(env: LocalEnv, run_id: str, dataset: str = DATASET) -> dict:
+def _run_cleared_path(env: LocalEnv, run_id: str, dataset: str = DATASET, channels=None) -> dict:
     """Every step of the cleared route, as the DAG runs them."""
-    done = _decided(env, run_id, dataset)
+    done = _decided(env, run_id, dataset, channels)
     parts = steps.plan_upload(done.cfg, done.staged, done.decision)
     objects = [steps.upload_part(done.cfg, part) for part in parts]
     return steps.publish(
@@ -252,7 +254,8 @@ def test_run_killed_mid_upload_is_completed_by_the_next_run(env, tmp_path):
 
 def test_late_partition_alerts_once_while_the_export_waits(env):
     shanghai = ZoneInfo("Asia/Shanghai")
-    cfg = env.settings()
+    channels = CapturingChannels(link="http://ui/dags/cn_export_x/runs/run-1/tasks/wait")
+    cfg = dataclasses.replace(env.settings(), alert_channels=channels)
 
     def poke(hour: int, minute: int) -> bool:
         now = datetime(2026, 11, 24, hour, minute, tzinfo=shanghai)
@@ -269,6 +272,10 @@ def test_late_partition_alerts_once_while_the_export_waits(env):
     [alert] = late_alerts()
     assert alert["step"] == "wait_for_partition"
     assert "by 01:30 Shanghai time; still waiting" in alert["cause"]
+    [sent] = channels.sent  # one alert however often the sensor pokes
+    assert (sent.kind, sent.dataset, sent.day, sent.link) == (
+        "partition_late", DATASET, DAY, channels.link
+    )  # fmt: skip
     synthetic.generate_partition(env.source, DATASET, date.fromisoformat(DAY), rows=10)
     assert poke(3, 0) is True
 
@@ -287,7 +294,13 @@ def test_quality_warnings_travel_in_the_manifest_and_the_export_goes_on(env):
     index = table.schema.get_field_index("measurement_mm")
     pq.write_table(table.set_column(index, "measurement_mm", pa.array(values)), path)
 
-    _run_cleared_path(env, "run-1")
+    channels = CapturingChannels()
+    _run_cleared_path(env, "run-1", channels=channels)
+    steps.validate(dataclasses.replace(env.settings(), alert_channels=channels),
+                   steps.extract(env.settings(), DATASET, DAY, "run-1"), "run-1")  # fmt: skip
+    [warned] = channels.sent  # one alert, even when validate is retried
+    assert (warned.kind, warned.step) == ("quality_warning", "validate")
+    assert "measurement_mm" in warned.cause
 
     body = landing.get_bytes(env.s3_client(), US_BUCKET, landing.manifest_key(DATASET, DAY))
     quality = json.loads(body)["quality"]
@@ -397,3 +410,79 @@ def test_a_broken_rules_file_fails_the_decision_and_routes_nothing(env, tmp_path
     row = ledger.latest_attempt(ledger.connect(env.ledger_url), DATASET, DAY)
     assert (row["state"], row["route"]) == ("failed", None)
     assert row["error"].startswith(f"rules_invalid: file {broken}: does not match the rules schema")
+
+
+def test_a_blocked_partition_alerts_once_and_nothing_leaves(env):
+    synthetic.generate_partition(env.source, "owner_profiles", date.fromisoformat(DAY), rows=50)
+    channels = CapturingChannels(link="http://ui/dags/cn_export_owner_profiles/runs/r/tasks/h")
+    done = _decided(env, "run-1", "owner_profiles", channels)
+    handover = {"extracted": done.extracted, "staged": done.staged}
+    held = steps.record_held(done.cfg, "owner_profiles", DAY, "run-1", done.decision, handover)
+    assert held["route"] == "blocked"
+    [alert] = channels.sent
+    assert (alert.kind, alert.step, alert.dataset, alert.day) == (
+        "partition_blocked", "record_held", "owner_profiles", DAY
+    )  # fmt: skip
+    assert alert.cause.startswith("blocked, nothing leaves China: ") and alert.link
+    assert landing.list_keys(env.s3_client(), US_BUCKET, "owner_profiles/") == []
+
+
+def _receive_and_reconcile(env: LocalEnv) -> dict:
+    s3 = env.s3_client()
+    private, public = env.key("us_recipient_private.pem"), env.key("manifest_signing_public.pem")
+    receipt = receive.receive_partition(s3, US_BUCKET, DATASET, DAY, env.lake, private, public)
+    steps.reconcile_receipts(env.settings())
+    return receipt.to_dict()
+
+
+def test_re_export_after_a_policy_change_publishes_a_new_manifest_version(
+    env, tmp_path, monkeypatch
+):
+    import pyarrow.parquet as pq
+
+    synthetic.generate_partition(env.source, DATASET, date.fromisoformat(DAY), rows=400)
+    first = _run_cleared_path(env, "scheduled-1")
+    first_receipt = _receive_and_reconcile(env)
+    s3 = env.s3_client()
+    old = json.loads(landing.get_bytes(s3, US_BUCKET, landing.manifest_key(DATASET, DAY)))
+    assert old["lineage"] == {"export": 1, "supersedes": None}
+
+    # The policy changes: inspection times leave China to the hour only.
+    policies = tmp_path / "policies"
+    policies.mkdir()
+    text = (Path(steps.__file__).parents[2] / "policies" / f"{DATASET}.yaml").read_text()
+    changed = text.replace(
+        "inspected_at:   {class: none, transform: keep}",
+        "inspected_at:   {class: none, transform: generalize_time, options: {unit: 1h}}",
+    )
+    assert changed != text
+    (policies / f"{DATASET}.yaml").write_text(changed)
+    monkeypatch.setenv("CROSSBORDER_POLICIES_DIR", str(policies))
+
+    second = _run_cleared_path(env, "manual__re-export")  # a new run for the same day
+    new = json.loads(landing.get_bytes(s3, US_BUCKET, landing.manifest_key(DATASET, DAY)))
+    engine = ledger.connect(env.ledger_url)
+    before, after = ledger.earlier_exports(engine, DATASET, DAY, 10**9)
+    assert new["policy_version"] != old["policy_version"]
+    assert new["lineage"] == {
+        "export": 2,
+        "supersedes": {
+            "manifest_sha256": before["manifest_sha256"],
+            "dag_run_id": "scheduled-1",
+            "policy_version": old["policy_version"],
+        },
+    }
+    assert (first["manifest"], second["manifest"]) == (before["manifest_uri"],) * 2
+    # The U.S. side receives the new version and replaces the old one in its lake.
+    second_receipt = _receive_and_reconcile(env)
+    assert second_receipt["manifest_sha256"] == after["manifest_sha256"]
+    assert second_receipt["manifest_sha256"] != first_receipt["manifest_sha256"]
+    landed = pq.read_table(env.lake / DATASET / f"dt={DAY}").column("inspected_at").to_pylist()
+    assert all(t.minute == 0 and t.second == 0 for t in landed)
+    latest = ledger.latest_attempt(engine, DATASET, DAY)
+    assert (latest["dag_run_id"], latest["state"]) == ("manual__re-export", "received")
+    assert ledger.get_attempt(engine, before["id"])["state"] == "received"  # history kept
+    # Re-running the re-export changes nothing: still the second version.
+    _run_cleared_path(env, "manual__re-export")
+    again = json.loads(landing.get_bytes(s3, US_BUCKET, landing.manifest_key(DATASET, DAY)))
+    assert again["lineage"] == new["lineage"]

@@ -12,11 +12,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import date
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from crossborder.errors import CrossborderError, KeyUnavailable
 from crossborder.extract import partition_day
+from crossborder.notify import ConnectionChannels
 from crossborder.settings import ReceiverSettings, Settings
+
+if TYPE_CHECKING:
+    from crossborder.source import Source
 
 
 def _variable(name: str, default: str | None = None) -> str | None:
@@ -78,19 +82,56 @@ def s3_client_factory() -> Any:
     return make
 
 
-def settings() -> Settings:
-    source = _connection("cn_source").extra_dejson.get("path")
-    if not source:
+def cn_source(conn: Any, staging_root: Path) -> tuple[Path, Source | None]:
+    """The Shanghai store from connection ``cn_source``: (source_root, source).
+
+    - type ``fs`` (or any type but ``aws``), extra ``{"path": "/data/shanghai"}``: a folder
+      read in place, ``{path}/{dataset}/dt=YYYY-MM-DD/part-NNNNN.parquet`` + ``_SUCCESS``.
+    - type ``aws``, extra ``{"bucket": ..., "prefix": ..., "endpoint_url": ...,
+      "region_name": ...}``, login/password = access key id/secret (as the Amazon provider
+      reads them; ``prefix`` and ``endpoint_url`` optional): an S3-compatible store (MinIO
+      in the compose deployment) with the same layout under ``s3://{bucket}/{prefix}/``.
+      The sensor waits for the ``_SUCCESS`` object; ``extract`` mirrors the part objects
+      into ``{staging_root}/_source/{dataset}/dt=YYYY-MM-DD/`` (idempotent, streamed,
+      recording each object's key and ETag) and every later step reads the mirror. A
+      source object that changes after it was mirrored is refused (partition_invalid):
+      delete the day's mirror folder and clear ``extract`` to take a re-delivery. The
+      credentials need s3:ListBucket and s3:GetObject only.
+    """
+    from crossborder.source import S3Source, mirror_root
+
+    extra = conn.extra_dejson
+    if conn.conn_type == "aws":
+        if not extra.get("bucket"):
+            raise ValueError("connection cn_source (aws) needs the bucket in its extra 'bucket'")
+
+        def client() -> Any:
+            from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+
+            return S3Hook(aws_conn_id="cn_source").get_conn()
+
+        mirror = mirror_root(staging_root)
+        source = S3Source(extra["bucket"], client, mirror, prefix=extra.get("prefix") or "")
+        return mirror, source
+    if not extra.get("path"):
         raise ValueError("connection cn_source needs the source folder in its extra 'path'")
+    return Path(extra["path"]), None
+
+
+def settings() -> Settings:
+    staging_root = Path(_variable("staging_root"))
+    source_root, source = cn_source(_connection("cn_source"), staging_root)
     return Settings(
-        source_root=Path(source),
-        staging_root=Path(_variable("staging_root")),
+        source_root=source_root,
+        staging_root=staging_root,
         ledger_url=ledger_url(_connection("export_ledger")),
         us_bucket=_variable("us_landing_bucket"),
         s3_client=s3_client_factory(),
         recipient_public_pem=_pem("us_recipient_public_key"),
         signing_private_pem=_secret("manifest_signing_key"),
         pseudonymization_key=_secret("pseudonymization_key"),
+        alert_channels=ConnectionChannels(),
+        source=source,
     )
 
 

@@ -1,23 +1,26 @@
-"""Alerts for on-call: dataset, Shanghai day, step, and a plain one-line cause.
+"""Alerts for on-call: dataset, Shanghai day, step, a plain one-line cause, the runbook
+entry and a link to the task in the Airflow UI.
 
-Task failures reach ``on_task_failure`` through ``default_args``; blocked partitions
-alert from their step. Every alert is logged first (so it survives a broken
-configuration), then recorded in the ledger as an event.
+Task failures reach ``on_task_failure`` through the notifier in ``default_args``; blocked
+partitions, quality warnings, late partitions, reviews and overdue exports alert from
+their step. Every alert is logged first (so it survives a broken configuration), then
+recorded in the ledger as an event, then sent to the configured channels (Slack, SMTP:
+``crossborder.notify``).
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import asdict, dataclass, replace
+from typing import Any, Protocol
 
 from crossborder import ledger
 from crossborder.errors import CrossborderError
-from crossborder.extract import partition_path
 
 log = logging.getLogger(__name__)
 UNSETTLED = ("in_progress", "awaiting_review", "failed")
 RUNBOOK = "docs/runbook.md"
+EXPORT_PREFIX = "cn_export_"
 # Alert kinds that are not an error type (each error's kind is its own); every kind has
 # an entry in the runbook.
 EVENT_KINDS = (
@@ -29,6 +32,7 @@ EVENT_KINDS = (
     "review_reminder",
     "review_rejected",
     "review_timeout",
+    "export_overdue",
     "task_failed",
 )
 
@@ -41,16 +45,33 @@ class Alert:
     kind: str
     cause: str
     run_id: str
+    link: str = ""  # the task in the Airflow UI
 
     @property
     def runbook(self) -> str:
         return f"{RUNBOOK}#{self.kind}"
 
+    @property
+    def subject(self) -> str:
+        return f"[{self.kind}] {self.dataset} {self.day}: {self.step}"
+
     def line(self) -> str:
         return (
             f"ALERT [{self.kind}] {self.dataset} {self.day} step {self.step}: {self.cause} "
-            f"(run {self.run_id}; runbook {self.runbook})"
+            f"(run {self.run_id}; runbook {self.runbook}; task {self.link or 'n/a'})"
         )
+
+
+class Channels(Protocol):
+    """Where alerts go besides the log and the ledger (``crossborder.notify`` in Airflow)."""
+
+    def task_link(self) -> str:
+        """The running task in the Airflow UI, or "" outside a task."""
+        ...
+
+    def send(self, alert: Alert) -> list[str]:
+        """Deliver the alert; the names of the channels it reached."""
+        ...
 
 
 def describe(exc: BaseException | None, wait_description: str) -> tuple[str, str]:
@@ -62,27 +83,44 @@ def describe(exc: BaseException | None, wait_description: str) -> tuple[str, str
     if type(exc).__name__ == "AirflowSensorTimeout":
         return "partition_late", f"the partition did not arrive in time: {wait_description}"
     if isinstance(exc, CrossborderError):
-        return exc.kind, exc.detail
-    first_line = str(exc).splitlines()[0] if str(exc) else ""
-    return "task_failed", f"{type(exc).__name__}: {first_line}"
+        return exc.kind, _first_line(exc.detail)
+    return "task_failed", f"{type(exc).__name__}: {_first_line(str(exc))}"
+
+
+def _first_line(text: str) -> str:
+    return text.strip().splitlines()[0] if text.strip() else ""
 
 
 def emit(
     alert: Alert,
     ledger_url: str | None,
     *,
+    channels: Channels | None = None,
     fail_attempt: bool = False,
     existing_only: bool = False,
-) -> None:
-    """Log the alert, then record it in the ledger (and mark the attempt failed).
+) -> Alert:
+    """Log the alert, record it in the ledger (and mark the attempt failed), then send it
+    to the channels. Returns the alert as sent (with the task's link).
 
     ``existing_only``: record it against the run's attempt only if there is one (a review
     run names the daily run it decides on; a wrong name must not create an attempt that
     would then be the day's latest).
     """
+    if channels and not alert.link:
+        alert = replace(alert, link=channels.task_link())
     log.error(alert.line())
-    if not ledger_url:
-        return
+    if ledger_url:
+        _record(alert, ledger_url, fail_attempt=fail_attempt, existing_only=existing_only)
+    if channels:
+        try:
+            reached = channels.send(alert)
+            log.info("alert %s sent to %s", alert.kind, ", ".join(reached) or "no channel")
+        except Exception:  # the alert is in the log and the ledger; say why a channel missed it
+            log.exception("could not send the alert to every configured channel")
+    return alert
+
+
+def _record(alert: Alert, ledger_url: str, *, fail_attempt: bool, existing_only: bool) -> None:
     try:
         engine = ledger.connect(ledger_url)
         if existing_only:
@@ -102,22 +140,41 @@ def emit(
         log.exception("could not record the alert in the export ledger")
 
 
-def on_task_failure(context: dict[str, Any]) -> None:
-    """Airflow task callback for the export DAGs."""
+def on_task_failure(context: dict[str, Any], channels: Channels | None = None) -> Alert:
+    """One alert for a failed task (after its last retry); called by the DAGs' notifier."""
     from crossborder import airflow_glue
+    from crossborder.source import source_of
 
-    # A review run names its partition and the daily run it decides on in its params.
+    # An export run is one dataset's; a review run names its partition and the daily run it
+    # decides on in its params. Other DAGs (receipts, reminders, deadlines) span datasets
+    # and have no attempt of their own in the ledger.
     params = context.get("params") or {}
-    dataset = params.get("dataset") or context["dag"].dag_id.removeprefix("cn_export_")
+    dag_id = context["dag"].dag_id
+    dataset = params.get("dataset") or (
+        dag_id.removeprefix(EXPORT_PREFIX) if dag_id.startswith(EXPORT_PREFIX) else ""
+    )
     run_id = params.get("export_run_id") or context["run_id"]
     day = airflow_glue.run_day(context)
     try:
         settings = airflow_glue.settings()
-        ledger_url = settings.ledger_url
-        wait = f"no _SUCCESS marker in {partition_path(settings.source_root, dataset, day)}"
+        ledger_url = settings.ledger_url if dataset else None
+        wait = f"no _SUCCESS marker in {source_of(settings).location(dataset, day)}"
     except Exception as exc:  # a broken configuration must not swallow the alert
         ledger_url, wait = None, f"no _SUCCESS marker (configuration unreadable: {exc})"
     kind, cause = describe(context.get("exception"), wait)
-    step = context["task_instance"].task_id
-    alert = Alert(dataset, day, step, kind, cause, run_id)
-    emit(alert, ledger_url, fail_attempt=True, existing_only="export_run_id" in params)
+    instance = context["task_instance"]
+    alert = Alert(
+        dataset or f"{dag_id} (all datasets)", day, instance.task_id, kind, cause, run_id,
+        _log_url(instance),
+    )  # fmt: skip
+    existing_only = "export_run_id" in params
+    return emit(
+        alert, ledger_url, channels=channels, fail_attempt=True, existing_only=existing_only
+    )
+
+
+def _log_url(instance: Any) -> str:
+    try:
+        return instance.log_url
+    except Exception:  # no API base URL configured: the alert goes out without a link
+        return ""

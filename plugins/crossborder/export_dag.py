@@ -15,23 +15,19 @@ from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOpe
 from airflow.sdk import DAG, BaseOperatorLink, Param, dag, task
 from airflow.sdk.bases.sensor import PokeReturnValue
 
+from crossborder.notify import OnCallNotifier
 from crossborder.policy import parse_duration, policy_files, read_schedule
 
 SHANGHAI = "Asia/Shanghai"
 START = pendulum.datetime(2026, 1, 1, tz=SHANGHAI)
 
 
-def _on_failure(context: dict[str, Any]) -> None:
-    from crossborder.alerts import on_task_failure
-
-    on_task_failure(context)
-
-
 DEFAULT_ARGS: dict[str, Any] = {
     "owner": "data-platform",
     "retries": 2,
     "retry_delay": timedelta(minutes=2),
-    "on_failure_callback": _on_failure,
+    # One alert per failed task, after its last retry: log, ledger, Slack/SMTP.
+    "on_failure_callback": [OnCallNotifier()],
 }
 
 
@@ -52,6 +48,13 @@ def _call(step: str, *args: Any) -> Any:
     from crossborder.airflow_glue import call_failing_fast, settings
 
     return call_failing_fast(getattr(steps, step), settings(), *args)
+
+
+def _base_url() -> str:
+    """The Airflow UI's address, for links in alerts."""
+    from airflow.sdk.configuration import conf
+
+    return conf.get("api", "base_url", fallback=None) or "http://localhost:8080"
 
 
 def _day(context: dict[str, Any]) -> str:
@@ -256,7 +259,11 @@ def build_reconcile_dag() -> DAG:
         start_date=START,
         catchup=False,
         max_active_runs=1,
-        default_args={"owner": "data-platform", "retries": 2},
+        default_args={
+            "owner": "data-platform",
+            "retries": 2,
+            "on_failure_callback": [OnCallNotifier()],
+        },
         tags=["cn-export"],
     )
     def cn_reconcile_receipts() -> None:
@@ -270,7 +277,47 @@ def build_reconcile_dag() -> DAG:
     return cn_reconcile_receipts()
 
 
+def build_deadline_dag() -> DAG:
+    @dag(
+        dag_id="cn_deadlines",
+        description="Alert when a day's export is not finished by its policy's export_time",
+        doc_md="""
+### Export deadlines
+
+Every 15 minutes: for each active policy, is the latest Shanghai day whose export is due
+(the policy's `export_time`, Shanghai time, the next morning) exported? If not (no run,
+still running, or failed), on-call gets one `export_overdue` alert per dataset and day
+(runbook `docs/runbook.md#export_overdue`). Days held for CAC review, blocked or
+rejected are not late: they have alerted already.
+""",
+        schedule="*/15 * * * *",
+        start_date=START,
+        catchup=False,
+        max_active_runs=1,
+        default_args={
+            "owner": "data-platform",
+            "retries": 2,
+            "on_failure_callback": [OnCallNotifier()],
+        },
+        tags=["cn-export"],
+    )
+    def cn_deadlines() -> None:
+        @task
+        def check_deadlines() -> list[dict[str, Any]]:
+            """One alert per dataset and day whose export is overdue."""
+            return _call("check_export_deadlines", _base_url())
+
+        check_deadlines()
+
+    return cn_deadlines()
+
+
 def build_all() -> dict[str, DAG]:
-    """Every China-side DAG: one export DAG per policy file, plus receipt reconciliation."""
+    """Every China-side DAG: one export DAG per policy file, receipt reconciliation and the
+    export deadlines."""
     dags = {f"cn_export_{p.stem}": build_export_dag(p) for p in policy_files()}
-    return {**dags, "cn_reconcile_receipts": build_reconcile_dag()}
+    return {
+        **dags,
+        "cn_reconcile_receipts": build_reconcile_dag(),
+        "cn_deadlines": build_deadline_dag(),
+    }

@@ -88,9 +88,14 @@ def is_ready(source_root: Path, dataset: str, day: str) -> bool:
 
 def extract_partition(source_root: Path, dataset: str, day: str) -> Extract:
     """List a complete partition's files with size, SHA-256 and row count."""
+    return extract_folder(partition_path(source_root, dataset, day), dataset, day)
+
+
+def extract_folder(folder: Path, dataset: str, day: str) -> Extract:
+    """``extract_partition`` for a partition folder given directly (e.g. a local mirror of
+    an object-store partition, see ``crossborder.source``)."""
     import pyarrow.parquet as pq
 
-    folder = partition_path(source_root, dataset, day)
     if not (folder / SUCCESS_MARKER).is_file():
         raise PartitionInvalid(f"no {SUCCESS_MARKER} marker in {folder}", dataset=dataset, day=day)
     names = sorted(p.name for p in folder.iterdir() if not p.name.startswith(("_", ".")))

@@ -223,6 +223,22 @@ def latest_attempt(engine: sa.Engine, dataset: str, day: str) -> dict[str, Any] 
     return dict(row) if row else None
 
 
+def earlier_exports(engine: sa.Engine, dataset: str, day: str, attempt_id: int) -> list[dict]:
+    """Attempts of the day before ``attempt_id`` that published a manifest, oldest first."""
+    with engine.connect() as conn:
+        rows = conn.execute(
+            sa.select(attempts)
+            .where(
+                attempts.c.dataset == dataset,
+                attempts.c.partition_date == day,
+                attempts.c.id < attempt_id,
+                attempts.c.manifest_sha256.is_not(None),
+            )
+            .order_by(attempts.c.id)
+        ).mappings()
+        return [dict(r) for r in rows]
+
+
 def trailing_quality(
     engine: sa.Engine, dataset: str, day: str, limit: int = 30
 ) -> list[dict[str, Any]]:

@@ -29,6 +29,9 @@ Fields (version 1)::
     objects           [{"key", "part", "size", "sha256", "plaintext_size",
                         "plaintext_sha256", "rows"}]  sizes in bytes, sha256 as hex;
                        size/sha256 are of the ciphertext object, part is "part-NNNNN.parquet"
+    lineage           {"export": n, "supersedes": null | {"manifest_sha256", "dag_run_id",
+                       "policy_version"}}: the n-th manifest published for this day and
+                       the one it replaces (a re-export after a policy change); optional
     extra             {} free-form, informational, not validated
 """
 
@@ -111,6 +114,7 @@ def build_manifest(
     encryption: dict,
     approvals: list[dict] | None = None,
     anonymization: dict | None = None,
+    lineage: dict | None = None,
     extra: dict | None = None,
     created_at: str | None = None,
 ) -> dict:
@@ -131,6 +135,7 @@ def build_manifest(
         "anonymization": dict(anonymization or {}),
         "encryption": dict(encryption),
         "objects": sorted((dict(o) for o in objects), key=lambda o: o.get("part", "")),
+        "lineage": dict(lineage or {"export": 1, "supersedes": None}),
         "extra": dict(extra or {}),
     }
     _raise_if_invalid(manifest, dataset=dataset, day=day, action="refusing to build manifest")
@@ -190,7 +195,7 @@ def manifest_problems(manifest: dict, *, dataset: str, day: str) -> list[str]:
         problems.append(f"dataset {manifest['dataset']!r} does not match its location {dataset!r}")
     if manifest["partition_date"] != day:
         problems.append(f"partition_date {manifest['partition_date']!r} does not match {day!r}")
-    for optional in ("extra", "anonymization"):
+    for optional in ("extra", "anonymization", "lineage"):
         if not isinstance(manifest.get(optional, {}), dict):
             problems.append(f"{optional} must be an object")
     problems += _route_problems(manifest["route"], manifest["approvals"])

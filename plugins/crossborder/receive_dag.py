@@ -8,6 +8,8 @@ from typing import Any
 import pendulum
 from airflow.sdk import DAG, dag, task
 
+from crossborder.notify import OnCallNotifier
+
 START = pendulum.datetime(2026, 1, 1, tz="Asia/Shanghai")
 
 
@@ -27,7 +29,11 @@ files in the lake (all or nothing) and write the receipt the China side reconcil
         start_date=START,
         catchup=False,
         max_active_runs=1,
-        default_args={"owner": "us-data-platform", "retries": 2},
+        default_args={
+            "owner": "us-data-platform",
+            "retries": 2,
+            "on_failure_callback": [OnCallNotifier()],
+        },
         tags=["us-receive"],
     )
     def us_receive() -> None:

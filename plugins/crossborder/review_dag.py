@@ -18,17 +18,12 @@ from airflow.providers.standard.operators.hitl import HITLOperator
 from airflow.sdk import DAG, Param, dag, task
 from airflow.sdk.bases.notifier import BaseNotifier
 
-from crossborder.export_dag import DEFAULT_ARGS, START, _call
+from crossborder.export_dag import DEFAULT_ARGS, START, _base_url, _call
+from crossborder.notify import OnCallNotifier
 from crossborder.review import APPROVE, REJECT, ReviewConfig, load_config
 
 REVIEW_DAG_ID = "cn_cac_review"
 CASE = "{{ ti.xcom_pull(task_ids='open_review')"
-
-
-def _base_url() -> str:
-    from airflow.sdk.configuration import conf
-
-    return conf.get("api", "base_url", fallback=None) or "http://localhost:8080"
 
 
 class ReviewNotifier(BaseNotifier):
@@ -43,8 +38,9 @@ class ReviewNotifier(BaseNotifier):
         cause = f"{case['subject']}: approve or reject at {link}"
         # Recorded against the daily run's attempt: the one the review decides on.
         alert = Alert(case["dataset"], case["day"], context["ti"].task_id, "review_gate_open",
-                      cause, case["export_run_id"])  # fmt: skip
-        emit(alert, settings().ledger_url, existing_only=True)
+                      cause, case["export_run_id"], link)  # fmt: skip
+        found = settings()
+        emit(alert, found.ledger_url, channels=found.alert_channels, existing_only=True)
 
 
 class ReviewGate(HITLOperator):
@@ -227,7 +223,11 @@ def build_reminder_dag() -> DAG:
         start_date=START,
         catchup=False,
         max_active_runs=1,
-        default_args={"owner": "data-platform", "retries": 2},
+        default_args={
+            "owner": "data-platform",
+            "retries": 2,
+            "on_failure_callback": [OnCallNotifier()],
+        },
         tags=["cn-export", "cac-review"],
     )
     def cn_cac_review_reminders() -> None:

@@ -10,9 +10,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from crossborder.errors import KeyUnavailable
+
+if TYPE_CHECKING:
+    from crossborder.alerts import Channels
+    from crossborder.source import Source
 
 
 @dataclass(frozen=True)
@@ -26,6 +30,11 @@ class Settings:
     # Secrets stay out of repr(), so they never reach a log line or a traceback.
     signing_private_pem: bytes | None = field(default=None, repr=False)
     pseudonymization_key: bytes | None = field(default=None, repr=False)
+    # Where alerts go besides the log and the ledger (Slack/SMTP in Airflow; tests capture).
+    alert_channels: Channels | None = field(default=None, repr=False, compare=False)
+    # The Shanghai store when it is not the folder source_root: an S3Source (connection
+    # cn_source of type aws); source_root then names its China-side mirror.
+    source: Source | None = None
 
     def require(self, name: str, *, dataset: str, day: str) -> bytes:
         value = getattr(self, name)

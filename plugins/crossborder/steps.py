@@ -18,7 +18,7 @@ from crossborder import alerts, ledger, review, routing
 from crossborder.anonymize import anonymize_partition, evidence_for_manifest, staging_path
 from crossborder.classify import Decision
 from crossborder.errors import AnonymizationResidue, CrossborderError, ExportRefused, QualityFailed
-from crossborder.extract import SHANGHAI, Extract, extract_partition, is_ready, partition_path
+from crossborder.extract import SHANGHAI, Extract
 from crossborder.policy import load_policy
 from crossborder.quality import for_manifest, has_suite, validate_partition
 from crossborder.reports import report_dir
@@ -55,12 +55,15 @@ def partition_ready(
     """Is the day's partition complete? Past ``expected_by`` (HH:MM Shanghai, the next
     morning) a missing partition alerts on-call, once per run, while the export waits.
     """
-    if is_ready(settings.source_root, dataset, day):
+    from crossborder.source import source_of
+
+    source = source_of(settings)
+    if source.is_ready(dataset, day):
         return True
     next_morning = date.fromisoformat(day) + timedelta(days=1)
     due = datetime.combine(next_morning, time.fromisoformat(expected_by), SHANGHAI)
     if (now or datetime.now(SHANGHAI)) >= due:
-        folder = partition_path(settings.source_root, dataset, day)
+        folder = source.location(dataset, day)
         cause = f"no _SUCCESS marker in {folder} by {expected_by} Shanghai time; still waiting"
         _alert_once(
             settings,
@@ -78,13 +81,21 @@ def _alert_once(settings: Settings, alert: alerts.Alert) -> None:
         e["attempt_id"] == attempt_id and e["kind"] == "alert" and e["detail"]["kind"] == alert.kind
         for e in raised
     ):
-        alerts.emit(alert, settings.ledger_url)
+        _alert(settings, alert)
+
+
+def _alert(settings: Settings, alert: alerts.Alert) -> None:
+    alerts.emit(alert, settings.ledger_url, channels=settings.alert_channels)
 
 
 def extract(settings: Settings, dataset: str, day: str, run_id: str) -> dict[str, Any]:
+    """List the partition's files; an object-store source is first mirrored to a local
+    folder (``crossborder.source``), so every later step reads local files."""
+    from crossborder.source import source_of
+
     attempt_id = _attempt(settings, dataset, day, run_id)
     with _failure_recorded(settings, attempt_id):
-        found = extract_partition(settings.source_root, dataset, day)
+        found = source_of(settings).extract(dataset, day)
     _record(settings, attempt_id, rows_in=found.rows)
     return found.to_dict()
 
@@ -252,7 +263,7 @@ def record_held(
         kind = "review_required"
     else:
         cause, kind = f"blocked, nothing leaves China: {reasons}", "partition_blocked"
-    alerts.emit(alerts.Alert(dataset, day, "record_held", kind, cause, run_id), settings.ledger_url)
+    _alert(settings, alerts.Alert(dataset, day, "record_held", kind, cause, run_id))
     return {"dataset": dataset, "day": day, "route": route, "reasons": reasons}
 
 
@@ -400,6 +411,7 @@ def publish(
         anonymization=evidence_for_manifest(
             {**staged["anonymization"], "verification": verification}
         ),
+        lineage=_lineage(settings, dataset, day, attempt_id),
         extra={
             "reasons": decision["reasons"],
             "rules_version": decision.get("rules_version"),
@@ -426,6 +438,23 @@ def publish(
         "route": decision["route"],
         "manifest": published.uri,
         "objects": len(objects),
+    }
+
+
+def _lineage(settings: Settings, dataset: str, day: str, attempt_id: int) -> dict[str, Any]:
+    """Which manifest of the day this is, and the one it replaces (a re-export)."""
+    earlier = ledger.earlier_exports(ledger.connect(settings.ledger_url), dataset, day, attempt_id)
+    if not earlier:
+        return {"export": 1, "supersedes": None}
+    last = earlier[-1]
+    published = {row["manifest_sha256"] for row in earlier}
+    return {
+        "export": len(published) + 1,
+        "supersedes": {
+            "manifest_sha256": last["manifest_sha256"],
+            "dag_run_id": last["dag_run_id"],
+            "policy_version": last["policy_version"],
+        },
     }
 
 
@@ -547,10 +576,7 @@ def _reject_review(
     ledger.record_event(engine, dataset, day, "review_rejected", {"why": why}, attempt["id"])
     kind = "review_timeout" if timed_out else "review_rejected"
     cause = f"CAC review ended without approval, nothing leaves China: {why}"
-    alerts.emit(
-        alerts.Alert(dataset, day, "judge_gates", kind, cause, attempt["dag_run_id"]),
-        settings.ledger_url,
-    )
+    _alert(settings, alerts.Alert(dataset, day, "judge_gates", kind, cause, attempt["dag_run_id"]))
     return {"approved": False, "rejected": True, "why": why}
 
 
@@ -581,10 +607,10 @@ def remind_open_reviews(
         )
         waiting = now - _happened(events[0])
         cause = f"CAC review open for {waiting.days} days {waiting.seconds // 3600} h: {link}"
-        alerts.emit(
-            alerts.Alert(dataset, day, "remind", "review_reminder", cause, attempt["dag_run_id"]),
-            settings.ledger_url,
+        reminder_alert = alerts.Alert(
+            dataset, day, "remind", "review_reminder", cause, attempt["dag_run_id"], link
         )
+        _alert(settings, reminder_alert)
         reminder = {"link": link, "at": now.isoformat()}
         ledger.record_event(engine, dataset, day, "review_reminder", reminder, attempt["id"])
         reminded.append({"dataset": dataset, "day": day, "review_run_id": run_id})
@@ -616,3 +642,55 @@ def reconcile_receipts(settings: Settings) -> list[dict[str, Any]]:
         ledger.record_event(engine, dataset, day, "received", receipt, attempt_id=row["id"])
         reconciled.append({"dataset": dataset, "day": day, "attempt": row["attempt"]})
     return reconciled
+
+
+def check_export_deadlines(
+    settings: Settings,
+    base_url: str,
+    now: datetime | None = None,
+    policies: Path | None = None,
+) -> list[dict[str, Any]]:
+    """Alert once per dataset and day when the day's export is not finished by the
+    policy's ``export_time`` (Shanghai, the next morning). A day held for review, blocked
+    or rejected is not late: its own alert has already gone out. Draft and invalid
+    policies export nothing, so they have no deadline."""
+    from crossborder.policy import policy_files, read_schedule
+
+    now = (now or datetime.now(SHANGHAI)).astimezone(SHANGHAI)
+    engine = ledger.connect(settings.ledger_url)
+    overdue = []
+    for path in policy_files(policies):
+        schedule = read_schedule(path)
+        if schedule["status"] != "active":
+            continue
+        dataset, due_at = schedule["dataset"], time.fromisoformat(schedule["export_time"])
+        # The latest day whose export is already due.
+        day = now.date() - timedelta(days=1 if now.time() >= due_at else 2)
+        attempt = ledger.latest_attempt(engine, dataset, day.isoformat())
+        state = attempt["state"] if attempt else "not started"
+        if state in ("exported", "received", "awaiting_review", "blocked", "rejected"):
+            continue
+        if _alerted(engine, dataset, day.isoformat(), "export_overdue"):
+            continue
+        run_id = attempt["dag_run_id"] if attempt else ""
+        link = f"{base_url.rstrip('/')}/dags/{alerts.EXPORT_PREFIX}{dataset}" + (
+            f"/runs/{run_id}" if run_id else ""
+        )
+        error = f" ({attempt['error']})" if attempt and attempt["error"] else ""
+        cause = (
+            f"the export of {day} was due by {schedule['export_time']} Shanghai time and is "
+            f"not finished: {state}{error}"
+        )
+        alert = alerts.Alert(dataset, day.isoformat(), "deadline", "export_overdue", cause,
+                             run_id or "none", link)  # fmt: skip
+        alerts.emit(alert, settings.ledger_url, channels=settings.alert_channels,
+                    existing_only=True)  # fmt: skip
+        overdue.append({"dataset": dataset, "day": day.isoformat(), "state": state})
+    return overdue
+
+
+def _alerted(engine: Any, dataset: str, day: str, kind: str) -> bool:
+    return any(
+        e["kind"] == "alert" and e["detail"]["kind"] == kind
+        for e in ledger.list_events(engine, dataset, day)
+    )
