@@ -6,8 +6,7 @@ Playwright, headless, on loopback), log in, open the review from Browse → Requ
 Actions, read it, enter the CAC reference and approve. The export then completes. The
 first review screen is saved to ``test-artifacts/review-screen.png``.
 
-Selectors are roles, labels and text, as in Airflow's own UI end-to-end tests
-(``airflow-core/src/airflow/ui/tests/e2e``); waits are on UI state, never on sleeps.
+Selectors are roles, labels and text, and waits are on UI state (see ``browser.py``).
 """
 
 from __future__ import annotations
@@ -19,33 +18,18 @@ from datetime import date
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, Locator, Page, expect, sync_playwright
+from browser import ARTIFACTS, UI_TIMEOUT, VIEWPORT, chromium, log_in
+from playwright.sync_api import Browser, Locator, Page, expect
 from review_runs import DATASET, daily_export, review_env, start_review, wait_for
 
 from crossborder import landing, ledger, review
 from crossborder.localenv import US_BUCKET, api_server, stop
-from crossborder.policy import REPO_ROOT
 
 pytestmark = pytest.mark.airflow
 
 LI, ZHANG, _CHEN = (a["id"] for a in review.load_config().approvers)
 REF = "CAC-SA-2026-000123"
 GATE_TIMEOUT = 240  # s, until a gate shows up under Required Actions
-UI_TIMEOUT = 30_000  # ms, for one UI state (page loaded, drawer open, answer recorded)
-ARTIFACTS = REPO_ROOT / "test-artifacts"
-
-# Debian's chromium, installed by `make chromium` (Playwright downloads no browser). Without
-# these flags it stalls here on sandboxing, the GPU and calls home.
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
-VIEWPORT = {"width": 1800, "height": 900}
 
 
 @pytest.fixture(scope="module")
@@ -62,29 +46,11 @@ def api(env):
 
 @pytest.fixture(scope="module")
 def browser():
-    if not CHROMIUM.exists():
-        pytest.fail(f"{CHROMIUM} is missing: `make chromium` installs Debian's chromium")
-    expect.set_options(timeout=UI_TIMEOUT)
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(
-            executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
-        )
-        try:
-            yield chromium
-        finally:
-            chromium.close()
+    with chromium() as launched:
+        yield launched
 
 
 # --- the UI, as an approver uses it -----------------------------------------------------
-
-
-def _log_in(page: Page, user: str, password: str) -> None:
-    """The simple auth manager's sign-in form, reached by opening the UI."""
-    page.goto("/")
-    page.get_by_label("Username").fill(user)
-    page.get_by_label("Password").fill(password)
-    page.get_by_role("button", name="Sign in").click()
-    expect(page.get_by_role("heading", name="Welcome")).to_be_visible()
 
 
 def _pending_review(page: Page, gate: str, day: date, run) -> Locator:
@@ -133,7 +99,7 @@ def _approve(browser: Browser, base_url: str, user: str, password: str, gate: st
     context.set_default_timeout(UI_TIMEOUT)
     page = context.new_page()
     try:
-        _log_in(page, user, password)
+        log_in(page, user, password)
         row = _pending_review(page, gate, day, run)
         row.get_by_role("button", name="Open Review Drawer").click()
         drawer = page.get_by_role("dialog", name="Required Actions")

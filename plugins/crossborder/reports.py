@@ -1,14 +1,15 @@
 """Quality reports (Great Expectations Data Docs) on the China side, and how to reach them.
 
 Each export run writes its reports to ``{staging_root}/_quality_reports/{dataset}/{run}/``.
-The Airflow API server serves that folder under ``/quality-reports`` (the plugin in
-``plugins/crossborder_plugin.py``), and the validate task's "Quality report" extra link
-points there, so an engineer clicks from a failed task to its report.
+The Airflow API server serves that folder under ``/quality-reports`` to users logged in to
+Airflow (the plugin in ``plugins/crossborder_plugin.py``), and the validate task's
+"Quality report" extra link points there, so an engineer clicks from a failed task to its
+report.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -38,12 +39,19 @@ def resolve(staging_root: Path, relative: str) -> Path | None:
     return target
 
 
-def create_app(staging_root: Callable[[], Path]) -> Any:
-    """A FastAPI app serving the report files; ``staging_root`` is read per request."""
+def create_app(staging_root: Callable[[], Path], dependencies: Sequence[Any] = ()) -> Any:
+    """A FastAPI app serving the report files; ``staging_root`` is read per request and
+    ``dependencies`` guard every route (the plugin passes Airflow's login check)."""
     from fastapi import FastAPI, HTTPException
     from fastapi.responses import FileResponse
 
-    app = FastAPI(title="Quality reports", docs_url=None, redoc_url=None, openapi_url=None)
+    app = FastAPI(
+        title="Quality reports",
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+        dependencies=list(dependencies),
+    )
 
     @app.get("/{relative:path}")
     def report(relative: str) -> FileResponse:
