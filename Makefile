@@ -6,7 +6,7 @@ export PYTHONPATH := $(CURDIR)/plugins
 # The browser test drives Debian's chromium (Playwright never downloads its own browser).
 CHROMIUM := /usr/bin/chromium
 
-.PHONY: demo test lint up bench clean chromium
+.PHONY: demo test test-prod lint up bench clean chromium
 
 $(BIN)/uv:
 	$(PYTHON) -m venv $(VENV)
@@ -32,11 +32,16 @@ up: $(VENV)/.installed
 	$(BIN)/python scripts/demo.py --standalone
 
 lint: $(VENV)/.installed
-	$(BIN)/ruff check dags plugins tests scripts
-	$(BIN)/ruff format --check dags plugins tests scripts
+	$(BIN)/ruff check dags plugins tests scripts docker
+	$(BIN)/ruff format --check dags plugins tests scripts docker
 
 test: lint $(CHROMIUM)
 	$(BIN)/python -m pytest
+
+# The production configuration on loopback (crossborder/prodenv.py): Celery executor,
+# the local PostgreSQL (127.0.0.1:5432, user postgres) and Redis (127.0.0.1:6379).
+test-prod: $(VENV)/.installed
+	$(BIN)/python -m pytest -m production
 
 clean:
 	rm -rf $(VENV) .demo
