@@ -6,6 +6,7 @@ size, SHA-256 and row count so later steps (and the ledger) can prove what they 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -91,24 +92,35 @@ def extract_partition(source_root: Path, dataset: str, day: str) -> Extract:
     return extract_folder(partition_path(source_root, dataset, day), dataset, day)
 
 
-def extract_folder(folder: Path, dataset: str, day: str) -> Extract:
-    """``extract_partition`` for a partition folder given directly (e.g. a local mirror of
-    an object-store partition, see ``crossborder.source``)."""
-    import pyarrow.parquet as pq
-
-    if not (folder / SUCCESS_MARKER).is_file():
-        raise PartitionInvalid(f"no {SUCCESS_MARKER} marker in {folder}", dataset=dataset, day=day)
-    names = sorted(p.name for p in folder.iterdir() if not p.name.startswith(("_", ".")))
+def part_names(
+    listed: list[str], where: str, locate: Callable[[str], str], dataset: str, day: str
+) -> list[str]:
+    """The part files of a complete partition, in order, from the names found ``where``
+    (a folder or an object-store prefix); ``locate`` names one of them in an error."""
+    if SUCCESS_MARKER not in listed:
+        raise PartitionInvalid(f"no {SUCCESS_MARKER} marker in {where}", dataset=dataset, day=day)
+    names = sorted(n for n in listed if n and not n.startswith(("_", ".")))
     strangers = [n for n in names if not PART_NAME.match(n)]
     if strangers:
         raise PartitionInvalid(
             f"unexpected files in the partition: {', '.join(strangers)}",
             dataset=dataset,
             day=day,
-            file=str(folder / strangers[0]),
+            file=locate(strangers[0]),
         )
     if not names:
-        raise PartitionInvalid(f"no part files in {folder}", dataset=dataset, day=day)
+        raise PartitionInvalid(f"no part files in {where}", dataset=dataset, day=day)
+    return names
+
+
+def extract_folder(folder: Path, dataset: str, day: str) -> Extract:
+    """``extract_partition`` for a partition folder given directly (e.g. a local mirror of
+    an object-store partition, see ``crossborder.source``)."""
+    import pyarrow.parquet as pq
+
+    names = part_names(
+        [p.name for p in folder.iterdir()], str(folder), lambda n: str(folder / n), dataset, day
+    )
     files = []
     for name in names:
         path = folder / name

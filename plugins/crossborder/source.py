@@ -38,6 +38,7 @@ from crossborder.extract import (
     Extract,
     extract_folder,
     is_ready,
+    part_names,
     partition_path,
 )
 from crossborder.manifest import PART_NAME
@@ -163,23 +164,8 @@ class S3Source(Source):
         s3 = self.client()
         with self._errors(dataset, day, prefix):
             listed = _list(s3, self.bucket, prefix)
-        if SUCCESS_MARKER not in listed:
-            where = self.location(dataset, day)
-            raise PartitionInvalid(
-                f"no {SUCCESS_MARKER} marker in {where}", dataset=dataset, day=day
-            )
-        names = sorted(n for n in listed if n and not n.startswith(("_", ".")))
-        strangers = [n for n in names if not PART_NAME.match(n)]
-        if strangers:
-            raise PartitionInvalid(
-                f"unexpected files in the partition: {', '.join(strangers)}",
-                dataset=dataset,
-                day=day,
-                file=self.uri(prefix + strangers[0]),
-            )
-        if not names:
-            where = self.location(dataset, day)
-            raise PartitionInvalid(f"no part files in {where}", dataset=dataset, day=day)
+        where, locate = self.location(dataset, day), lambda n: self.uri(prefix + n)
+        names = part_names(list(listed), where, locate, dataset, day)
         parts = {n: listed[n] for n in names}
         folder = partition_path(self.mirror_root, dataset, day)
         folder.mkdir(parents=True, exist_ok=True)
