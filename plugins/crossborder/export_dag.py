@@ -259,11 +259,7 @@ def build_reconcile_dag() -> DAG:
         start_date=START,
         catchup=False,
         max_active_runs=1,
-        default_args={
-            "owner": "data-platform",
-            "retries": 2,
-            "on_failure_callback": [OnCallNotifier()],
-        },
+        default_args=DEFAULT_ARGS,
         tags=["cn-export"],
     )
     def cn_reconcile_receipts() -> None:
@@ -280,6 +276,7 @@ def build_reconcile_dag() -> DAG:
 def build_deadline_dag() -> DAG:
     @dag(
         dag_id="cn_deadlines",
+        is_paused_upon_creation=False,  # a safety net: on from the start, like the reminders
         description="Alert when a day's export is not finished by its policy's export_time",
         doc_md="""
 ### Export deadlines
@@ -294,11 +291,7 @@ rejected are not late: they have alerted already.
         start_date=START,
         catchup=False,
         max_active_runs=1,
-        default_args={
-            "owner": "data-platform",
-            "retries": 2,
-            "on_failure_callback": [OnCallNotifier()],
-        },
+        default_args=DEFAULT_ARGS,
         tags=["cn-export"],
     )
     def cn_deadlines() -> None:

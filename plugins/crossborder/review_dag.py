@@ -19,7 +19,6 @@ from airflow.sdk import DAG, Param, dag, task
 from airflow.sdk.bases.notifier import BaseNotifier
 
 from crossborder.export_dag import DEFAULT_ARGS, START, _base_url, _call
-from crossborder.notify import OnCallNotifier
 from crossborder.review import APPROVE, REJECT, ReviewConfig, load_config
 
 REVIEW_DAG_ID = "cn_cac_review"
@@ -223,11 +222,7 @@ def build_reminder_dag() -> DAG:
         start_date=START,
         catchup=False,
         max_active_runs=1,
-        default_args={
-            "owner": "data-platform",
-            "retries": 2,
-            "on_failure_callback": [OnCallNotifier()],
-        },
+        default_args=DEFAULT_ARGS,
         tags=["cn-export", "cac-review"],
     )
     def cn_cac_review_reminders() -> None:
