@@ -43,5 +43,11 @@ test: lint $(CHROMIUM)
 test-prod: $(VENV)/.installed
 	$(BIN)/python -m pytest -m production
 
+# The pipeline next to the raw-copy floor (scripts/bench.py); BENCH_ROWS="5000000 20000000"
+# shows how time and memory scale.
+BENCH_ROWS ?= 5000000
+bench: $(VENV)/.installed
+	$(BIN)/python scripts/bench.py --rows $(BENCH_ROWS)
+
 clean:
 	rm -rf $(VENV) .demo

@@ -239,6 +239,11 @@ def _validation_definition(suite_json: dict[str, Any]) -> Any:
         InMemoryStoreBackendDefaults,
         ProgressBarsConfig,
     )
+    from great_expectations.execution_engine import pandas_execution_engine
+
+    # GX fingerprints every in-memory batch below this size by hashing all its rows (an
+    # informational batch marker we never read): 0.75 s per million telemetry rows.
+    pandas_execution_engine.HASH_THRESHOLD = 0
 
     context = gx.get_context(
         mode="ephemeral",

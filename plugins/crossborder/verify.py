@@ -211,7 +211,6 @@ def check_k_anonymity(policy: Policy, files: list[str]) -> dict[str, Any] | None
 
 def check_sensitive_areas(policy: Policy, files: list[str]) -> dict[str, Any] | None:
     """Exported grid cells (value to value + grid) that overlap a sensitive area."""
-    import numpy as np
     import pyarrow.parquet as pq
     import shapely
 
@@ -224,9 +223,11 @@ def check_sensitive_areas(policy: Policy, files: list[str]) -> dict[str, Any] | 
     inside = 0
     for file in files:
         table = pq.read_table(file, columns=[lat_name, lon_name]).drop_null()
-        points = np.column_stack([table.column(lon_name), table.column(lat_name)])
-        cells, counts = np.unique(points, axis=0, return_counts=True)
-        boxes = shapely.box(cells[:, 0], cells[:, 1], cells[:, 0] + grid, cells[:, 1] + grid)
+        # Distinct cells with their row counts (Arrow's hash grouping; a sort is 10x slower).
+        cells = table.group_by([lon_name, lat_name]).aggregate([([], "count_all")])
+        lon, lat = (cells.column(c).to_numpy() for c in (lon_name, lat_name))
+        counts = cells.column("count_all").to_numpy()
+        boxes = shapely.box(lon, lat, lon + grid, lat + grid)
         inside += int(counts[shapely.intersects(boxes, areas)].sum())
     return {
         "file": policy.sensitive_areas.name,

@@ -1,0 +1,215 @@
+"""`make bench`: the daily export's cost next to the raw-copy floor, measured in one run.
+
+    PYTHONPATH=plugins .venv/bin/python scripts/bench.py [--rows 5000000 [20000000 ...]]
+        [--json bench-results.json]
+
+For each size, a vehicle_telemetry partition is generated (not timed), then two fresh
+processes run one after the other on the same files and the same S3 API (moto server
+mode on loopback, in this process, so the stand-in's memory is not counted):
+
+- **floor**: read each file, encrypt it in the same message format for the same
+  recipient, upload it with the same transfer settings; no parsing, no checks;
+- **pipeline**: every step the DAG runs, through the project's own step functions
+  (`crossborder.steps`), each timed.
+
+Each process reports its own peak resident memory. The table gives per-step seconds,
+rows/s, MB/s (of the day's partition as delivered), shares, and the ratio
+pipeline/floor, the headline figure; absolute seconds depend on the machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+DATASET = "vehicle_telemetry"
+DAY = date(2026, 11, 23)
+RUN_ID = "bench"
+MB = 1_000_000
+
+
+def _peak_rss() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # kB on Linux
+
+
+class Clock:
+    """Seconds per step, in order, and the process's peak memory after each."""
+
+    def __init__(self) -> None:
+        self.steps: list[dict[str, Any]] = []
+
+    def time(self, name: str, action: Callable[[], Any]) -> Any:
+        started = time.perf_counter()
+        result = action()
+        seconds = time.perf_counter() - started
+        self.steps.append({"step": name, "seconds": seconds, "peak_rss": _peak_rss()})
+        return result
+
+
+def floor(env: Any) -> Clock:
+    """Read, encrypt and upload the partition's files as they are."""
+    from crossborder import crypto
+    from crossborder.extract import partition_path
+    from crossborder.landing import TransferSettings
+    from crossborder.localenv import US_BUCKET
+
+    clock, s3, transfer = Clock(), env.s3_client(), TransferSettings()
+    public = env.key("us_recipient_public.pem")
+    work = env.root / "floor"
+    work.mkdir(exist_ok=True)
+
+    def copy_all() -> None:
+        for path in sorted(partition_path(env.source, DATASET, DAY).glob("part-*.parquet")):
+            encrypted = work / f"{path.name}.encrypted"
+            crypto.encrypt_file(path, encrypted, public)
+            size = encrypted.stat().st_size
+            extra = {"ChecksumAlgorithm": "SHA256", "ContentType": "application/octet-stream"}
+            s3.upload_file(
+                str(encrypted), US_BUCKET, f"floor/{path.name}.encrypted",
+                ExtraArgs=extra, Config=transfer.config(size),
+            )  # fmt: skip
+            encrypted.unlink()
+
+    clock.time("read+encrypt+upload", copy_all)
+    return clock
+
+
+def pipeline(env: Any) -> Clock:
+    """Every step of the DAG's cleared route, as its tasks call them."""
+    from crossborder import steps
+
+    clock, cfg, day = Clock(), env.settings(), str(DAY)
+    clock.time(
+        "wait_for_partition", lambda: steps.partition_ready(cfg, DATASET, day, RUN_ID, "01:30")
+    )
+    extracted = clock.time("extract", lambda: steps.extract(cfg, DATASET, day, RUN_ID))
+    quality = clock.time("validate", lambda: steps.validate(cfg, extracted, RUN_ID))
+    staged = clock.time("anonymize", lambda: steps.anonymize(cfg, extracted, RUN_ID))
+    verification = clock.time("verify", lambda: steps.verify(cfg, staged, RUN_ID))
+    decision = clock.time(
+        "classify",
+        lambda: steps.decide(cfg, DATASET, day, RUN_ID, quality, staged, verification),
+    )
+    if decision["route"] != "cleared":
+        raise SystemExit(f"route {decision['route']}: nothing to upload, the run is not comparable")
+    parts = clock.time("plan_upload", lambda: steps.plan_upload(cfg, staged, decision))
+    objects = clock.time("encrypt+upload", lambda: [steps.upload_part(cfg, p) for p in parts])
+    clock.time(
+        "manifest",
+        lambda: steps.publish(
+            cfg, DATASET, day, RUN_ID, objects, quality, staged, verification, decision,
+            extracted,
+        ),
+    )  # fmt: skip
+    return clock
+
+
+PHASES = {"floor": floor, "pipeline": pipeline}
+
+
+def _child(phase: str, root: Path, endpoint: str) -> None:
+    from crossborder.localenv import LocalEnv
+
+    clock = PHASES[phase](LocalEnv(root, endpoint))
+    print(json.dumps({"steps": clock.steps, "peak_rss": _peak_rss()}))
+
+
+def _run_phase(phase: str, root: Path, endpoint: str) -> dict[str, Any]:
+    done = subprocess.run(
+        [sys.executable, __file__, "--phase", phase, "--root", str(root), "--endpoint", endpoint],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def measure(rows: int) -> dict[str, Any]:
+    """Generate a partition of ``rows`` and run the floor, then the pipeline, on it."""
+    from crossborder import synthetic
+    from crossborder.localenv import LocalEnv, start_s3_server
+
+    root = Path(tempfile.mkdtemp(prefix="bench-"))
+    server, endpoint = start_s3_server()
+    try:
+        env = LocalEnv(root, endpoint)
+        env.prepare()
+        summary = synthetic.generate_partition(env.source, DATASET, DAY, rows=rows)
+        size = sum(p.stat().st_size for p in Path(summary.path).glob("part-*.parquet"))
+        result = {"dataset": DATASET, "rows": rows, "files": summary.files, "bytes": size}
+        for phase in PHASES:
+            result[phase] = _run_phase(phase, root, endpoint)
+        result["ratio"] = _total(result["pipeline"]) / _total(result["floor"])
+        return result
+    finally:
+        server.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _total(phase: dict[str, Any]) -> float:
+    return sum(s["seconds"] for s in phase["steps"])
+
+
+def table(result: dict[str, Any]) -> str:
+    rows, size = result["rows"], result["bytes"]
+    pipeline_total, floor_total = _total(result["pipeline"]), _total(result["floor"])
+    lines = [
+        f"{result['dataset']}: {rows:,} rows, {result['files']} files, {size / MB:,.0f} MB",
+        f"  {'step':<20} {'seconds':>8} {'share':>7} {'rows/s':>12} {'MB/s':>8} {'peak RSS':>9}",
+    ]
+    for phase, total in (("pipeline", pipeline_total), ("floor", floor_total)):
+        for step in result[phase]["steps"]:
+            seconds = step["seconds"]
+            rate = rows / seconds if seconds else float("inf")
+            lines.append(
+                f"  {step['step']:<20} {seconds:8.2f} {seconds / total:7.1%} {rate:12,.0f} "
+                f"{size / MB / seconds if seconds else float('inf'):8.1f} "
+                f"{step['peak_rss'] / 2**30:7.2f} G"
+            )
+        peak = result[phase]["peak_rss"] / 2**30
+        lines.append(
+            f"  {phase.upper() + ' total':<20} {total:8.2f} {'':>7} {rows / total:12,.0f} "
+            f"{size / MB / total:8.1f} {peak:7.2f} G"
+        )
+    lines.append(f"  ratio pipeline/floor: {result['ratio']:.2f}")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, nargs="+", default=[5_000_000])
+    parser.add_argument("--json", type=Path, default=Path("bench-results.json"))
+    parser.add_argument("--phase", choices=sorted(PHASES), help=argparse.SUPPRESS)
+    parser.add_argument("--root", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--endpoint", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.phase:  # a measured child process
+        _child(args.phase, args.root, args.endpoint)
+        return
+    results = []
+    for rows in args.rows:
+        results.append(measure(rows))
+        print(table(results[-1]), flush=True)
+    if len(results) > 1:
+        base = results[0]["pipeline"]["peak_rss"]
+        for r in results[1:]:
+            print(
+                f"pipeline peak memory at {r['rows']:,} rows / at {results[0]['rows']:,} rows: "
+                f"{r['pipeline']['peak_rss'] / base:.2f}"
+            )
+    args.json.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"results: {args.json}")
+
+
+if __name__ == "__main__":
+    main()
