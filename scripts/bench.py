@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import shutil
 import subprocess
@@ -127,11 +128,29 @@ def _child(phase: str, root: Path, endpoint: str) -> None:
 def _run_phase(phase: str, root: Path, endpoint: str) -> dict[str, Any]:
     done = subprocess.run(
         [sys.executable, __file__, "--phase", phase, "--root", str(root), "--endpoint", endpoint],
-        check=True,
         capture_output=True,
         text=True,
+        env={**os.environ, "CROSSBORDER_RULES_FILE": str(_bench_rules(root))},
     )
+    if done.returncode != 0:
+        raise SystemExit(f"the {phase} failed:\n{done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _bench_rules(root: Path) -> Path:
+    """The real rules with the yearly personal-data thresholds out of reach: a day of 20M
+    telemetry rows has ~200,000 vehicles, which the real rules send to CAC review, and the
+    benchmark times the cleared route. Counting the subjects costs the same either way."""
+    from crossborder.policy import REPO_ROOT
+
+    text = (REPO_ROOT / "rules" / "export_rules.yaml").read_text(encoding="utf-8")
+    raised = text.replace("{more_than: 100000,", "{more_than: 1000000000,")
+    raised = raised.replace("{at_least: 1000000,", "{at_least: 1000000000,")
+    if raised.count("1000000000") != 2:
+        raise SystemExit("rules/export_rules.yaml changed: update the benchmark's thresholds")
+    path = root / "bench_rules.yaml"
+    path.write_text(raised, encoding="utf-8")
+    return path
 
 
 def measure(rows: int) -> dict[str, Any]:
@@ -182,6 +201,7 @@ def table(result: dict[str, Any]) -> str:
             f"{size / MB / total:8.1f} {peak:7.2f} G"
         )
     lines.append(f"  ratio pipeline/floor: {result['ratio']:.2f}")
+    lines.append("  (rules: yearly personal-data thresholds raised so the day is cleared)")
     return "\n".join(lines)
 
 
