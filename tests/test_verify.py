@@ -187,3 +187,43 @@ def test_identifier_shapes_of_the_suites_never_match_pseudonyms_or_uuids():
     for shape in shapes:
         pattern = re.compile(shape)
         assert not [v for v in values if pattern.search(v)]
+
+
+@pytest.mark.parametrize("subject", ["vin", None])
+def test_k_recount_matches_a_plain_count_across_files_with_nulls(tmp_path, subject):
+    import dataclasses
+    from collections import Counter
+
+    import pyarrow as pa
+
+    from crossborder.policy import Anonymity
+    from crossborder.verify import check_k_anonymity
+
+    rows = [  # (hour, cell, vin): groups split over two files, nulls as values
+        ("h1", "c1", "a"), ("h1", "c1", "b"), ("h1", "c1", "a"), ("h1", None, "c"),
+        ("h2", "c1", "a"), ("h1", "c1", "c"), (None, None, None), ("h1", None, "d"),
+        ("h2", "c1", "a"), ("h1", "c1", "a"),
+    ]  # fmt: skip
+    files = []
+    for i, part in enumerate((rows[:5], rows[5:])):
+        columns = dict(zip(("hour", "cell", "vin"), zip(*part, strict=True), strict=True))
+        path = tmp_path / f"part-{i:05d}.parquet"
+        pq.write_table(pa.table({k: pa.array(v, pa.string()) for k, v in columns.items()}), path)
+        files.append(str(path))
+    anonymity = Anonymity(("hour", "cell"), subject, k=3)
+    policy = dataclasses.replace(load_policy("vehicle_telemetry"), anonymity=anonymity)
+
+    found = check_k_anonymity(policy, files)
+
+    groups = {(h, c) for h, c, _ in rows}
+    if subject:
+        sizes = {g: len({v for h, c, v in rows if (h, c) == g}) for g in groups}
+    else:
+        sizes = Counter((h, c) for h, c, _ in rows)
+    row_counts = Counter((h, c) for h, c, _ in rows)
+    small = [g for g in groups if sizes[g] < 3]
+    assert found["groups"] == len(groups) == 4
+    assert found["k_achieved"] == min(sizes.values())
+    assert found["groups_below_k"] == len(small)
+    assert found["rows_below_k"] == sum(row_counts[g] for g in small)
+    assert found["subjects"] == (5 if subject else None)  # a, b, c, d and null

@@ -175,27 +175,28 @@ def scan_files(files: list[str]) -> dict[str, dict[str, int]]:
 def check_k_anonymity(policy: Policy, files: list[str]) -> dict[str, Any] | None:
     """The smallest group over the quasi-identifiers (distinct subjects, or rows).
 
-    Each file is reduced to its rows per (quasi-identifiers, subject) before the files
-    are combined, so memory follows the number of distinct combinations, not of rows.
+    Every key column is dictionary-encoded across the files (nulls are a value), each
+    row's (quasi-identifiers, subject) becomes one int64 in mixed radix, and each file is
+    reduced to its distinct keys with row counts before the files are combined: memory
+    follows the number of distinct combinations, at 16 bytes each.
     """
-    import pandas as pd
-    import pyarrow.parquet as pq
+    import numpy as np
 
     rules = policy.anonymity
     if rules is None:
         return None
     qis = list(rules.quasi_identifiers)
     keys = qis + ([rules.subject] if rules.subject else [])
-    per_file = [
-        pq.read_table(f, columns=keys).to_pandas().value_counts(keys, dropna=False, sort=False)
-        for f in files
-    ]
-    rows_per_key = pd.concat(per_file).groupby(level=keys, dropna=False, sort=False).sum()
-    by_group = rows_per_key.groupby(level=qis, dropna=False, sort=False)
-    rows = by_group.sum()
-    sizes = by_group.size() if rules.subject else rows  # distinct subjects, or rows
+    distinct_keys, rows_per_key, radices = _rows_per_key(files, keys)
+    # The subject is the last digit of the key: dropping it gives the group.
+    radix = radices[-1] if rules.subject else 1
+    _, group, distinct_per_group = np.unique(
+        distinct_keys // radix, return_inverse=True, return_counts=True
+    )
+    rows = np.bincount(group, weights=rows_per_key).astype(np.int64)
+    sizes = distinct_per_group if rules.subject else rows  # distinct subjects, or rows
     small = sizes < rules.k
-    subjects = rows_per_key.index.get_level_values(rules.subject) if rules.subject else None
+    subjects = np.unique(distinct_keys % radix).size if rules.subject else None
     return {
         "k": rules.k,
         "quasi_identifiers": qis,
@@ -205,8 +206,53 @@ def check_k_anonymity(policy: Policy, files: list[str]) -> dict[str, Any] | None
         "groups": len(sizes),
         "groups_below_k": int(small.sum()),
         "rows_below_k": int(rows[small].sum()),
-        "subjects": int(subjects.nunique()) if subjects is not None else None,
+        "subjects": subjects,
     }
+
+
+def _dictionaries(files: list[str], columns: list[str]) -> dict[str, dict[Any, int]]:
+    """Each column's distinct values across the files (None included) → a dense code."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    codes: dict[str, dict[Any, int]] = {c: {} for c in columns}
+    for file in files:
+        table = pq.read_table(file, columns=columns)
+        for column in columns:
+            found = pc.unique(table.column(column)).to_pylist()
+            for value in found:
+                codes[column].setdefault(value, len(codes[column]))
+    return codes
+
+
+def _rows_per_key(files: list[str], columns: list[str]) -> tuple[Any, Any, list[int]]:
+    """(distinct int64 keys, rows per key, radices) over all files; a key's digits are
+    the columns' codes, the last column the lowest digit."""
+    import numpy as np
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    dictionaries = _dictionaries(files, columns)
+    radices = [len(dictionaries[c]) for c in columns]
+    if np.prod([float(r) for r in radices]) >= 2**63:
+        raise ValueError(f"too many distinct values in {columns} for one int64 key")
+    found_keys, found_counts = [], []
+    for file in files:
+        table = pq.read_table(file, columns=columns)
+        key = np.zeros(table.num_rows, dtype=np.int64)
+        for column, radix in zip(columns, radices, strict=True):
+            encoded = pc.dictionary_encode(table.column(column).combine_chunks(), "encode")
+            lookup = [dictionaries[column][v] for v in encoded.dictionary.to_pylist()]
+            code = np.asarray(lookup, dtype=np.int64)[encoded.indices.to_numpy(False)]
+            key = key * radix + code
+        distinct, counts = np.unique(key, return_counts=True)
+        found_keys.append(distinct)
+        found_counts.append(counts)
+    if not found_keys:
+        return np.empty(0, np.int64), np.empty(0, np.int64), radices
+    distinct, inverse = np.unique(np.concatenate(found_keys), return_inverse=True)
+    rows = np.bincount(inverse, weights=np.concatenate(found_counts)).astype(np.int64)
+    return distinct, rows, radices
 
 
 def check_sensitive_areas(policy: Policy, files: list[str]) -> dict[str, Any] | None:
