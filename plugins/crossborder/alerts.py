@@ -16,11 +16,11 @@ from typing import Any, Protocol
 
 from crossborder import ledger
 from crossborder.errors import CrossborderError
+from crossborder.ui import dataset_of
 
 log = logging.getLogger(__name__)
 UNSETTLED = ("in_progress", "awaiting_review", "failed")
 RUNBOOK = "docs/runbook.md"
-EXPORT_PREFIX = "cn_export_"
 # Alert kinds that are not an error type (each error's kind is its own); every kind has
 # an entry in the runbook.
 EVENT_KINDS = (
@@ -150,9 +150,7 @@ def on_task_failure(context: dict[str, Any], channels: Channels | None = None) -
     # and have no attempt of their own in the ledger.
     params = context.get("params") or {}
     dag_id = context["dag"].dag_id
-    dataset = params.get("dataset") or (
-        dag_id.removeprefix(EXPORT_PREFIX) if dag_id.startswith(EXPORT_PREFIX) else ""
-    )
+    dataset = params.get("dataset") or dataset_of(dag_id) or ""
     run_id = params.get("export_run_id") or context["run_id"]
     day = airflow_glue.run_day(context)
     try:

@@ -18,15 +18,20 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cache
 from typing import Any
-from urllib.parse import quote, urlencode
+from urllib.parse import urlencode
 
 import sqlalchemy as sa
 
 from crossborder import ledger
+from crossborder.ui import (
+    PENDING_ACTIONS_URL,
+    export_dag_id,
+    review_run_id,
+    review_url,
+    run_url,
+)
 
 URL_PREFIX = "/export-dashboard"
-REVIEW_DAG_ID = "cn_cac_review"  # DESIGN.md names; review_dag.py imports Airflow
-EXPORT_DAG_PREFIX = "cn_export_"
 LIMIT = 500  # partitions in the table; the counts and the review list are never cut
 
 
@@ -57,7 +62,7 @@ class Partition:
 
     @property
     def run_url(self) -> str:
-        return run_url(EXPORT_DAG_PREFIX + self.dataset, self.latest.dag_run_id)
+        return run_url(export_dag_id(self.dataset), self.latest.dag_run_id)
 
     @property
     def review_url(self) -> str | None:
@@ -73,21 +78,6 @@ class Dashboard:
     datasets: tuple[str, ...]
     state: str | None
     dataset: str | None
-
-
-# --- links into the Airflow UI (routes of the installed UI) -------------------------------
-
-
-def run_url(dag_id: str, run_id: str) -> str:
-    return f"/dags/{quote(dag_id, safe='')}/runs/{quote(run_id, safe='')}"
-
-
-def review_url(review_run_id: str) -> str:
-    """The review run's Required Actions tab: its gates, to answer in the UI."""
-    return run_url(REVIEW_DAG_ID, review_run_id) + "/required_actions"
-
-
-PENDING_ACTIONS_URL = "/required_actions?response_received=false"  # Browse → Required Actions
 
 
 # --- the ledger, read -----------------------------------------------------------------------
@@ -132,7 +122,7 @@ def load(
         key = (row["dataset"], row["partition_date"])
         review_run = None
         if row["state"] == "awaiting_review":
-            review_run = reviews.get(row["id"], f"review__{row['dag_run_id']}")
+            review_run = reviews.get(row["id"], review_run_id(row["dag_run_id"]))
         return Partition(
             dataset=row["dataset"],
             day=row["partition_date"],

@@ -17,6 +17,7 @@ from airflow.sdk.bases.sensor import PokeReturnValue
 
 from crossborder.notify import OnCallNotifier
 from crossborder.policy import parse_duration, policy_files, read_schedule
+from crossborder.ui import REVIEW_DAG_ID, REVIEW_RUN_PREFIX, dataset_of, export_dag_id
 
 SHANGHAI = "Asia/Shanghai"
 START = pendulum.datetime(2026, 1, 1, tz=SHANGHAI)
@@ -39,7 +40,7 @@ class QualityReportLink(BaseOperatorLink):
     def get_link(self, operator: Any, *, ti_key: Any) -> str:
         from crossborder.reports import report_url
 
-        return report_url(ti_key.dag_id.removeprefix("cn_export_"), ti_key.run_id)
+        return report_url(dataset_of(ti_key.dag_id) or ti_key.dag_id, ti_key.run_id)
 
 
 def _call(step: str, *args: Any) -> Any:
@@ -71,7 +72,7 @@ def build_export_dag(policy_file: Path) -> DAG:
     hour, minute = info["expected_by"].split(":")
 
     @dag(
-        dag_id=f"cn_export_{dataset}",
+        dag_id=export_dag_id(dataset),
         description=f"Export {dataset} from Shanghai to U.S. storage",
         doc_md=_doc(dataset, info),
         schedule=f"{int(minute)} {int(hour)} * * *",
@@ -167,8 +168,8 @@ def build_export_dag(policy_file: Path) -> DAG:
 
         hand_over = TriggerDagRunOperator(
             task_id="hand_over_for_review",
-            trigger_dag_id="cn_cac_review",
-            trigger_run_id="review__{{ run_id }}",
+            trigger_dag_id=REVIEW_DAG_ID,
+            trigger_run_id=REVIEW_RUN_PREFIX + "{{ run_id }}",
             conf={
                 "dataset": dataset,
                 "partition_date": "{{ ti.xcom_pull(task_ids='record_held')['day'] }}",
@@ -308,7 +309,7 @@ rejected are not late: they have alerted already.
 def build_all() -> dict[str, DAG]:
     """Every China-side DAG: one export DAG per policy file, receipt reconciliation and the
     export deadlines."""
-    dags = {f"cn_export_{p.stem}": build_export_dag(p) for p in policy_files()}
+    dags = {export_dag_id(p.stem): build_export_dag(p) for p in policy_files()}
     return {
         **dags,
         "cn_reconcile_receipts": build_reconcile_dag(),

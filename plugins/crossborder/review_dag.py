@@ -20,8 +20,8 @@ from airflow.sdk.bases.notifier import BaseNotifier
 
 from crossborder.export_dag import DEFAULT_ARGS, START, _base_url, _call
 from crossborder.review import APPROVE, REJECT, ReviewConfig, load_config
+from crossborder.ui import REVIEW_DAG_ID
 
-REVIEW_DAG_ID = "cn_cac_review"
 CASE = "{{ ti.xcom_pull(task_ids='open_review')"
 
 

@@ -14,7 +14,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
 
-from crossborder import alerts, ledger, review, routing
+from crossborder import alerts, ledger, review, routing, ui
 from crossborder.anonymize import anonymize_partition, evidence_for_manifest, staging_path
 from crossborder.classify import Decision
 from crossborder.errors import AnonymizationResidue, CrossborderError, ExportRefused, QualityFailed
@@ -76,11 +76,7 @@ def _alert_once(settings: Settings, alert: alerts.Alert) -> None:
     """Emit an alert unless this run already raised one of the same kind."""
     engine = ledger.connect(settings.ledger_url)
     attempt_id = ledger.begin_attempt(engine, alert.dataset, alert.day, alert.run_id)
-    raised = ledger.list_events(engine, alert.dataset, alert.day)
-    if not any(
-        e["attempt_id"] == attempt_id and e["kind"] == "alert" and e["detail"]["kind"] == alert.kind
-        for e in raised
-    ):
+    if not _alerted(engine, alert.dataset, alert.day, alert.kind, attempt_id):
         _alert(settings, alert)
 
 
@@ -602,8 +598,8 @@ def remind_open_reviews(
             continue
         opened = [e["detail"]["review_run_id"] for e in events if e["kind"] == "review_opened"]
         run_id = opened[-1] if opened else None
-        link = f"{base_url.rstrip('/')}/dags/cn_cac_review" + (
-            f"/runs/{run_id}/required_actions" if run_id else ""
+        link = ui.absolute(
+            base_url, ui.review_url(run_id) if run_id else ui.dag_url(ui.REVIEW_DAG_ID)
         )
         waiting = now - _happened(events[0])
         cause = f"CAC review open for {waiting.days} days {waiting.seconds // 3600} h: {link}"
@@ -673,9 +669,8 @@ def check_export_deadlines(
         if _alerted(engine, dataset, day.isoformat(), "export_overdue"):
             continue
         run_id = attempt["dag_run_id"] if attempt else ""
-        link = f"{base_url.rstrip('/')}/dags/{alerts.EXPORT_PREFIX}{dataset}" + (
-            f"/runs/{run_id}" if run_id else ""
-        )
+        dag_id = ui.export_dag_id(dataset)
+        link = ui.absolute(base_url, ui.run_url(dag_id, run_id) if run_id else ui.dag_url(dag_id))
         error = f" ({attempt['error']})" if attempt and attempt["error"] else ""
         cause = (
             f"the export of {day} was due by {schedule['export_time']} Shanghai time and is "
@@ -689,8 +684,11 @@ def check_export_deadlines(
     return overdue
 
 
-def _alerted(engine: Any, dataset: str, day: str, kind: str) -> bool:
+def _alerted(engine: Any, dataset: str, day: str, kind: str, attempt_id: int | None = None) -> bool:
+    """Has an alert of ``kind`` been raised for the day (by ``attempt_id``, if given)?"""
     return any(
-        e["kind"] == "alert" and e["detail"]["kind"] == kind
+        e["kind"] == "alert"
+        and e["detail"]["kind"] == kind
+        and attempt_id in (None, e["attempt_id"])
         for e in ledger.list_events(engine, dataset, day)
     )
