@@ -22,7 +22,7 @@ from crossborder.rules import load_rules
 from crossborder.verify import verify_partition
 
 DAY = date(2026, 11, 23)
-KEY = secrets.token_bytes(32)
+KEY = secrets.token_hex(32).encode()
 ROWS = {"vehicle_telemetry": 20_000, "diagnostics": 3_000, "adas_events": 2_000}
 
 
