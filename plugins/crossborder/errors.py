@@ -36,6 +36,21 @@ class CrossborderError(Exception):
         )
         super().__init__(f"{where}: {message}" if where else message)
 
+    def __reduce__(self) -> tuple:
+        # Keyword fields and attributes (e.g. ``result``) survive pickling, so an error
+        # raised in a per-file worker process reaches the step as it was raised.
+        fields = (self.dataset, self.day, self.file)
+        return (_rebuild, (type(self), self.detail, fields, self.__dict__))
+
+
+def _rebuild(
+    cls: type[CrossborderError], detail: str, fields: tuple, attributes: dict
+) -> CrossborderError:
+    dataset, day, file = fields
+    error = cls(detail, dataset=dataset, day=day, file=file)
+    error.__dict__.update(attributes)
+    return error
+
 
 class PartitionLate(CrossborderError):
     kind = "partition_late"

@@ -1,0 +1,68 @@
+"""Per-file worker processes: results in order, errors as raised, the setting checked."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import time
+
+import pytest
+
+from crossborder import errors
+from crossborder.parallel import WORKERS_ENV, file_workers, map_files
+
+
+def test_results_come_back_in_order_from_other_processes():
+    offset = 1000  # a closure: forked workers inherit it, nothing is pickled but items
+
+    def work(item: int) -> tuple[int, int]:
+        time.sleep(0.05)  # long enough that both workers take items
+        return item + offset, os.getpid()
+
+    found = map_files(work, list(range(12)), workers=2)
+    assert [value for value, _ in found] == [i + 1000 for i in range(12)]
+    assert os.getpid() not in {pid for _, pid in found}
+    assert len({pid for _, pid in found}) == 2
+
+
+def test_one_worker_or_one_item_stays_in_this_process():
+    assert map_files(lambda _: os.getpid(), [1, 2, 3], workers=1) == [os.getpid()] * 3
+    assert map_files(lambda _: os.getpid(), ["only"], workers=4) == [os.getpid()]
+    assert map_files(lambda _: 1, [], workers=4) == []
+
+
+def test_a_failing_item_fails_the_map_with_its_typed_error():
+    def work(item: str) -> str:
+        if item == "part-00001.parquet":
+            error = errors.PartitionInvalid("no event_id", dataset="fleet", day="2026-11-23",
+                                            file=item)  # fmt: skip
+            error.result = {"rows": 3}
+            raise error
+        return item
+
+    with pytest.raises(errors.PartitionInvalid) as raised:
+        map_files(work, ["part-00000.parquet", "part-00001.parquet", "part-00002.parquet"], 2)
+    error = raised.value
+    assert (error.dataset, error.day, error.file) == ("fleet", "2026-11-23", "part-00001.parquet")
+    assert error.detail == "no event_id" and error.result == {"rows": 3}
+    assert str(error) == "dataset fleet, day 2026-11-23, file part-00001.parquet: no event_id"
+
+
+@pytest.mark.parametrize("kind", errors.CrossborderError.__subclasses__())
+def test_every_error_type_survives_pickling(kind):
+    error = kind("what is wrong", dataset="d", day="2026-11-23", file="f.parquet")
+    copy = pickle.loads(pickle.dumps(error))
+    assert type(copy) is kind and str(copy) == str(error)
+    assert (copy.dataset, copy.day, copy.file, copy.detail) == ("d", "2026-11-23", "f.parquet",
+                                                                "what is wrong")  # fmt: skip
+
+
+def test_the_worker_setting_is_checked(monkeypatch):
+    monkeypatch.setenv(WORKERS_ENV, "3")
+    assert file_workers() == 3
+    monkeypatch.delenv(WORKERS_ENV)
+    assert file_workers() == len(os.sched_getaffinity(0))
+    for bad in ("0", "two"):
+        monkeypatch.setenv(WORKERS_ENV, bad)
+        with pytest.raises(ValueError, match=WORKERS_ENV):
+            file_workers()
