@@ -12,9 +12,11 @@ mode on loopback, in this process, so the stand-in's memory is not counted):
 - **pipeline**: every step the DAG runs, through the project's own step functions
   (`crossborder.steps`), each timed.
 
-Each process reports its own peak resident memory. The table gives per-step seconds,
-rows/s, MB/s (of the day's partition as delivered), shares, and the ratio
-pipeline/floor, the headline figure; absolute seconds depend on the machine.
+Each step reports its peak memory: the process's own (reset per step, as each task runs
+in its own process under Airflow) or, if larger, the process with its per-file worker
+processes (``CROSSBORDER_FILE_WORKERS``). The table gives per-step seconds, rows/s, MB/s
+(of the day's partition as delivered), shares, and the ratio pipeline/floor, the
+headline figure; absolute seconds depend on the machine.
 """
 
 from __future__ import annotations
@@ -22,11 +24,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from datetime import date
@@ -39,22 +41,58 @@ RUN_ID = "bench"
 MB = 1_000_000
 
 
-def _peak_rss() -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # kB on Linux
+def _status_bytes(pid: int | str, field: str, name: str = "status") -> int:
+    """A memory figure (kB) from /proc/<pid>/status or smaps_rollup, in bytes; 0 if gone."""
+    try:
+        lines = Path(f"/proc/{pid}/{name}").read_text().splitlines()
+    except (FileNotFoundError, ProcessLookupError):
+        return 0  # a worker that has just exited
+    return next((int(ln.split()[1]) * 1024 for ln in lines if ln.startswith(field)), 0)
 
 
-def _step_peak_rss() -> int:
-    """Peak resident memory since the last reset (Linux VmHWM), in bytes."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) * 1024
-    raise RuntimeError("no VmHWM in /proc/self/status")
+def _children(pid: int) -> list[int]:
+    found = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            found += [int(c) for c in (task / "children").read_text().split()]
+        except FileNotFoundError:
+            continue
+    return found + [grandchild for child in found for grandchild in _children(child)]
 
 
-def _reset_peak_rss() -> None:
-    # Writing 5 to clear_refs resets VmHWM to the current RSS: each step gets its own
-    # peak, as it would in its own Airflow task process.
-    Path("/proc/self/clear_refs").write_text("5")
+class PeakMemory:
+    """Peak memory of this process and its worker processes during a step.
+
+    This process's own peak comes from Linux's VmHWM, reset when the step starts (as if
+    it ran in its own task process); the workers' memory is sampled every 20 ms as PSS,
+    which splits the pages a forked worker shares with its parent instead of counting
+    them twice. The step's peak is the larger of the two.
+    """
+
+    def __init__(self) -> None:
+        self.sampled = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def __enter__(self) -> PeakMemory:
+        Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current RSS
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _sample(self) -> None:
+        me = os.getpid()
+        while not self._stop.wait(0.02):
+            pids = [me, *_children(me)]
+            total = sum(_status_bytes(p, "Pss:", "smaps_rollup") for p in pids)
+            self.sampled = max(self.sampled, total)
+
+    @property
+    def peak(self) -> int:
+        return max(self.sampled, _status_bytes("self", "VmHWM:"))
 
 
 class Clock:
@@ -64,12 +102,16 @@ class Clock:
         self.steps: list[dict[str, Any]] = []
 
     def time(self, name: str, action: Callable[[], Any]) -> Any:
-        _reset_peak_rss()
-        started = time.perf_counter()
-        result = action()
-        seconds = time.perf_counter() - started
-        self.steps.append({"step": name, "seconds": seconds, "peak_rss": _step_peak_rss()})
+        with PeakMemory() as memory:
+            started = time.perf_counter()
+            result = action()
+            seconds = time.perf_counter() - started
+        self.steps.append({"step": name, "seconds": seconds, "peak_rss": memory.peak})
         return result
+
+    @property
+    def peak_rss(self) -> int:
+        return max(step["peak_rss"] for step in self.steps)
 
 
 def floor(env: Any) -> Clock:
@@ -143,7 +185,7 @@ def _child(phase: str, root: Path, endpoint: str) -> None:
     from crossborder.localenv import LocalEnv
 
     clock = PHASES[phase](LocalEnv(root, endpoint))
-    print(json.dumps({"steps": clock.steps, "peak_rss": _peak_rss()}))
+    print(json.dumps({"steps": clock.steps, "peak_rss": clock.peak_rss}))
 
 
 def _run_phase(phase: str, root: Path, endpoint: str) -> dict[str, Any]:
@@ -205,7 +247,7 @@ def table(result: dict[str, Any]) -> str:
     pipeline_total, floor_total = _total(result["pipeline"]), _total(result["floor"])
     lines = [
         f"{result['dataset']}: {rows:,} rows, {result['files']} files, {size / MB:,.0f} MB",
-        f"  {'step':<20} {'seconds':>8} {'share':>7} {'rows/s':>12} {'MB/s':>8} {'peak RSS':>9}",
+        f"  {'step':<20} {'seconds':>8} {'share':>7} {'rows/s':>12} {'MB/s':>8} {'peak mem':>9}",
     ]
     for phase, total in (("pipeline", pipeline_total), ("floor", floor_total)):
         for step in result[phase]["steps"]:

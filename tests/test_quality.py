@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from crossborder import landing, ledger, steps, synthetic
+from crossborder import landing, ledger, spill, steps, synthetic
 from crossborder.errors import PartitionInvalid, QualityFailed
 from crossborder.localenv import US_BUCKET, LocalEnv
 from crossborder.quality import schema_drift, suite_path, validate_partition, volume_failures
@@ -158,7 +158,14 @@ def test_personal_values_are_masked_in_the_ledger_and_every_report(env):
     assert any("l" + "*" * (len(bad_vin) - 2) + "4" in page for page in pages)
 
 
-def test_duplicates_across_files_are_caught_for_the_partition(env):
+@pytest.fixture(params=["one bucket", "six buckets"])
+def buckets(request, monkeypatch):
+    """Whole-partition checks spill rows to buckets: 3000 rows in 500-row buckets too."""
+    if request.param == "six buckets":
+        monkeypatch.setattr(spill, "ROWS_PER_BUCKET", 500)
+
+
+def test_duplicates_across_files_are_caught_for_the_partition(env, buckets):
     folder = _telemetry(env)
     first_id = pq.read_table(folder / "part-00000.parquet").column("event_id")[0].as_py()
     _rewrite(folder / "part-00002.parquet", _patch("event_id", {0: first_id}))
@@ -188,7 +195,7 @@ def test_out_of_range_values_warn_and_the_export_goes_on(env):
     assert "speed_kmh (2 unexpected)" in alert["cause"]
 
 
-def test_odometer_going_backwards_for_a_vehicle_is_a_warning(env):
+def test_odometer_going_backwards_for_a_vehicle_is_a_warning(env, buckets):
     folder = _telemetry(env)
     table = pq.read_table(folder / "part-00000.parquet")
     vin = table.column("vin")[0].as_py()

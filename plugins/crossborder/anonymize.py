@@ -15,13 +15,14 @@ import hashlib
 import hmac
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from crossborder.digest import sha256_file
 from crossborder.errors import KeyUnavailable, PartitionInvalid
 from crossborder.extract import Extract, partition_path
+from crossborder.parallel import map_files
 from crossborder.policy import (
     TIME_UNITS,
     Anonymity,
@@ -124,17 +125,29 @@ def pseudonym_key_id(key: bytes) -> str:
 
 
 @dataclass
+class _Findings:
+    """What staging found, per file and then for the partition."""
+
+    scrubbed: Counter[str] = field(default_factory=Counter)
+    rows_in_sensitive_areas: int = 0
+    groups: list[Any] = field(default_factory=list)  # distinct quasi-identifier rows seen
+
+    def add(self, other: _Findings) -> None:
+        self.scrubbed.update(other.scrubbed)
+        self.rows_in_sensitive_areas += other.rows_in_sensitive_areas
+        self.groups += other.groups
+
+
+@dataclass
 class _Run:
-    """State of one partition's anonymization, shared by its files."""
+    """One partition's anonymization: settings shared by its files, and what was found."""
 
     policy: Policy
     key: bytes | None
     areas: list[Any]
     blocked_cells: Any = None  # codes of the grid cells that overlap a sensitive area
     pseudonyms: dict[str, dict[str, str]] = field(default_factory=dict)  # per namespace
-    scrubbed: Counter[str] = field(default_factory=Counter)
-    rows_in_sensitive_areas: int = 0
-    groups: list[Any] = field(default_factory=list)  # distinct quasi-identifier rows seen
+    found: _Findings = field(default_factory=_Findings)
 
 
 def _keep(rule: ColumnRule, column: Any, run: _Run) -> Any:
@@ -196,7 +209,7 @@ def _scrub_text(rule: ColumnRule, column: Any, run: _Run) -> Any:
     from crossborder.scrub import scrub_array
 
     scrubbed, counts = scrub_array(column)
-    run.scrubbed.update(counts)
+    run.found.scrubbed.update(counts)
     return scrubbed
 
 
@@ -235,8 +248,12 @@ def anonymize_partition(
     extract.check_unchanged()
     run = _Run(policy, key, areas, _blocked_cells(policy, areas))
     paths = [out_dir / f.name for f in extract.files]
-    for source, target in zip(extract.files, paths, strict=True):
-        _stage_file(run, extract, Path(source.path), target)
+
+    def stage(index: int) -> _Findings:
+        return _stage_file(run, extract, Path(extract.files[index].path), paths[index])
+
+    for found in map_files(stage, range(len(paths))):
+        run.found.add(found)
     k_evidence = _enforce_k(run, paths) if policy.anonymity else None
     files = tuple(_describe(path) for path in paths)
     return Staged(
@@ -277,21 +294,24 @@ def _evidence(run: _Run, k_evidence: dict[str, Any] | None) -> dict[str, Any]:
             "sha256": policy.sensitive_areas_sha256,
             "areas": len(run.areas),
             "cells_withheld": 0 if run.blocked_cells is None else len(run.blocked_cells),
-            "rows_dropped": run.rows_in_sensitive_areas,
+            "rows_dropped": run.found.rows_in_sensitive_areas,
         }
     return {
         "policy_version": policy.version,
         "columns": policy.transforms(),
         "pseudonym_key_id": pseudonym_key_id(run.key) if run.key else None,
-        "scrubbed": dict(sorted(run.scrubbed.items())),
+        "scrubbed": dict(sorted(run.found.scrubbed.items())),
         "sensitive_areas": areas,
         "k_anonymity": k_evidence,
     }
 
 
-def _stage_file(run: _Run, extract: Extract, src: Path, dst: Path) -> None:
+def _stage_file(shared: _Run, extract: Extract, src: Path, dst: Path) -> _Findings:
+    """Stage one file and return what it found, for the caller to add up: files may be
+    staged in other processes."""
     import pyarrow.parquet as pq
 
+    run = replace(shared, found=_Findings())
     policy = run.policy
     where = {"dataset": extract.dataset, "day": extract.day, "file": str(src)}
     source = pq.ParquetFile(src)
@@ -305,7 +325,8 @@ def _stage_file(run: _Run, extract: Extract, src: Path, dst: Path) -> None:
     empty = source.schema_arrow.empty_table().select(policy.exported_columns)
     _write(dst, (_apply(run, table) for table in groups), lambda: _apply(run, empty))
     if policy.anonymity:
-        run.groups = [_compact(run.groups, policy.anonymity)]
+        run.found.groups = [_compact(run.found.groups, policy.anonymity)]
+    return run.found
 
 
 def _write(dst: Path, tables: Any, empty: Callable[[], Any]) -> None:
@@ -338,10 +359,10 @@ def _apply(run: _Run, table: Any) -> Any:
         names=[c.name for c in exported],
     )
     if inside is not None and inside.any():
-        run.rows_in_sensitive_areas += int(inside.sum())
+        run.found.rows_in_sensitive_areas += int(inside.sum())
         out = out.filter(pa.array(~inside))
     if policy.anonymity:
-        run.groups.append(_distinct_groups(out, policy.anonymity))
+        run.found.groups.append(_distinct_groups(out, policy.anonymity))
     return out
 
 
@@ -407,8 +428,8 @@ def _enforce_k(run: _Run, paths: list[Path]) -> dict[str, Any]:
 
     rules = run.policy.anonymity
     assert rules is not None
-    sizes = group_sizes(run.groups, rules)
-    run.groups = []
+    sizes = group_sizes(run.found.groups, rules)
+    run.found.groups = []
     small = sizes.filter(pc.less(sizes.column("n"), rules.k))
     evidence = {
         "k": rules.k,

@@ -28,6 +28,7 @@ from crossborder.errors import QualityFailed
 from crossborder.extract import SHANGHAI
 from crossborder.parallel import map_files
 from crossborder.policy import REPO_ROOT, TIME_UNITS
+from crossborder.spill import Spill, total_rows, value_hashes
 
 SAMPLE_SIZE = 5
 # Data Docs pages load CSS and JS from public CDNs; the reports are read without them.
@@ -459,14 +460,19 @@ def count_distinct(files: list[str], column: str) -> int:
 def unique_across_files(
     files: list[str], check: dict[str, Any], mask: Callable[[str | None, Any], Any]
 ) -> list[Failure]:
-    """Values repeated anywhere in the partition: hashes first, exact values for suspects."""
+    """Values repeated anywhere in the partition: 64-bit hashes first, spilled by hash
+    (flat memory), then the exact values of the few suspects."""
     import numpy as np
 
     column = check["column"]
-    hashes = np.sort(
-        np.concatenate([_hashes(t.column(column)) for t in _file_columns(files, [column])])
-    )
-    suspects = np.unique(hashes[1:][hashes[1:] == hashes[:-1]])
+    suspects = []
+    with Spill(total_rows(files), [("hash", "<u8")], "hash") as spill:
+        for table in _file_columns(files, [column]):
+            spill.add(_records(hash=_hashes(table.column(column))))
+        for bucket in spill.buckets():
+            hashes = np.sort(bucket["hash"])
+            suspects.append(np.unique(hashes[1:][hashes[1:] == hashes[:-1]]))
+    suspects = np.concatenate(suspects) if suspects else np.empty(0, np.uint64)
     if suspects.size == 0:
         return []
     counts: Counter[Any] = Counter()
@@ -488,39 +494,71 @@ def unique_across_files(
     ]
 
 
+def _records(**fields: Any) -> Any:
+    """A numpy structured array from equally long columns."""
+    import numpy as np
+
+    dtype = [(name, values.dtype) for name, values in fields.items()]
+    records = np.empty(len(next(iter(fields.values()))), dtype=dtype)
+    for name, values in fields.items():
+        records[name] = values
+    return records
+
+
 def monotonic_per_group(
     files: list[str], check: dict[str, Any], mask: Callable[[str | None, Any], Any]
 ) -> list[Failure]:
-    """A value that must not decrease within a group (a vehicle's odometer) over time."""
+    """A value that must not decrease within a group (a vehicle's odometer) over time.
+
+    Rows are spilled by the group's hash, so each bucket holds whole groups."""
     import numpy as np
 
     column, group, order = check["column"], check["group_by"], check["order_by"]
-    ids: dict[Any, int] = {}  # group value → small integer, shared by all files
-    codes, times, values = [], [], []
-    for table in _file_columns(files, [group, order, column]):
-        encoded = table.column(group).combine_chunks().dictionary_encode()
-        local = [ids.setdefault(v, len(ids)) for v in encoded.dictionary.to_pylist()]
-        codes.append(np.asarray(local, dtype=np.int64)[encoded.indices.to_numpy()])
-        times.append(table.column(order).cast("int64").to_numpy())
-        values.append(table.column(column).to_numpy())
-    code, when, value = (np.concatenate(parts) for parts in (codes, times, values))
-    ordered = np.lexsort((when, code))
-    code, value = code[ordered], value[ordered]
-    drops = (code[1:] == code[:-1]) & (np.diff(value) < 0)
-    if not drops.any():
+    dtype = [("group", "<u8"), ("when", "<i8"), ("value", "<f8")]
+    drops, bad = 0, []
+    with Spill(total_rows(files), dtype, "group") as spill:
+        for table in _file_columns(files, [group, order, column]):
+            spill.add(
+                _records(
+                    group=value_hashes(table.column(group)),
+                    when=table.column(order).cast("int64").to_numpy(),
+                    value=table.column(column).cast("float64").to_numpy(),
+                )
+            )
+        for bucket in spill.buckets():
+            ordered = bucket[np.lexsort((bucket["when"], bucket["group"]))]
+            same_group = ordered["group"][1:] == ordered["group"][:-1]
+            dropped = same_group & (np.diff(ordered["value"]) < 0)
+            drops += int(dropped.sum())
+            bad.append(np.unique(ordered["group"][1:][dropped]))
+    bad_groups = np.concatenate(bad) if bad else np.empty(0, np.uint64)
+    if not drops:
         return []
-    names = list(ids)
-    bad_groups = np.unique(code[1:][drops])
     return [
         Failure(
             "partition_values_monotonic_per_group",
             check.get("severity", WARNING),
             column=column,
-            unexpected_count=int(drops.sum()),
-            sample=[mask(group, names[g]) for g in bad_groups[:SAMPLE_SIZE]],
+            unexpected_count=drops,
+            sample=[mask(group, v) for v in _values_of(files, group, bad_groups)],
             detail=f"{column} decreases within {len(bad_groups)} {group} value(s) over {order}",
         )
     ]
+
+
+def _values_of(files: list[str], column: str, hashes: Any) -> list[Any]:
+    """Up to SAMPLE_SIZE values of ``column`` whose hash is among ``hashes``, in file order."""
+    import numpy as np
+
+    found: dict[Any, None] = {}
+    for table in _file_columns(files, [column]):
+        values = table.column(column)
+        found.update(
+            dict.fromkeys(values.filter(np.isin(value_hashes(values), hashes)).to_pylist())
+        )
+        if len(found) >= SAMPLE_SIZE:
+            break
+    return list(found)[:SAMPLE_SIZE]
 
 
 def volume_failures(

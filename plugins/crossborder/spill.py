@@ -1,0 +1,82 @@
+"""Whole-partition checks in flat memory: rows spilled to disk in buckets by a key.
+
+A check that must see every row of a partition together (ids unique across files, a
+vehicle's odometer over the day, distinct vehicles per k-anonymity group) writes small
+fixed-size records for each file to temporary bucket files, chosen by a 64-bit key, then
+reads one bucket at a time. Equal keys land in the same bucket, so a bucket holds
+everything the check needs about its keys, and memory follows the bucket's size, not
+the partition's. A partition up to ``ROWS_PER_BUCKET`` rows is one bucket.
+
+The records are derived from the data (hashes, times, values): the files are written in
+the system's temporary folder of the China-side worker and removed when the check ends.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+ROWS_PER_BUCKET = 2_000_000  # ~32-48 MB of records per bucket for the checks here
+
+
+def total_rows(files: list[str]) -> int:
+    """Rows in the files, from their Parquet footers (nothing else is read)."""
+    import pyarrow.parquet as pq
+
+    return sum(pq.ParquetFile(file).metadata.num_rows for file in files)
+
+
+class Spill:
+    """Records (a numpy structured dtype) bucketed by their ``key`` field, on disk."""
+
+    def __init__(self, rows: int, dtype: Any, key: str) -> None:
+        import numpy as np
+
+        self.dtype = np.dtype(dtype)
+        self.key = key
+        self.count = max(1, -(-rows // ROWS_PER_BUCKET))
+        self._folder = tempfile.TemporaryDirectory(prefix="crossborder-spill-")
+        self._paths = [Path(self._folder.name) / f"bucket-{i:04d}" for i in range(self.count)]
+
+    def __enter__(self) -> Spill:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._folder.cleanup()
+
+    def add(self, records: Any) -> None:
+        """Append records to their buckets, keeping their order within each bucket."""
+        import numpy as np
+
+        bucket = records[self.key] % np.uint64(self.count)
+        order = np.argsort(bucket, kind="stable")
+        ends = np.searchsorted(bucket[order], np.arange(1, self.count + 1, dtype=np.uint64))
+        start = 0
+        for path, end in zip(self._paths, ends, strict=True):
+            if end > start:
+                with path.open("ab") as sink:
+                    records[order[start:end]].tofile(sink)
+            start = end
+
+    def buckets(self) -> Iterator[Any]:
+        """Each bucket's records in the order they were added; empty buckets skipped."""
+        import numpy as np
+
+        for path in self._paths:
+            if path.exists():
+                yield np.fromfile(path, dtype=self.dtype)
+
+
+def value_hashes(values: Any) -> Any:
+    """64-bit hashes of an Arrow column, each distinct value hashed once; null is a value."""
+    import pandas as pd
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if isinstance(values, pa.ChunkedArray):
+        values = values.combine_chunks()
+    encoded = pc.dictionary_encode(values, null_encoding="encode")
+    distinct = pd.util.hash_pandas_object(encoded.dictionary.to_pandas(), index=False)
+    return distinct.to_numpy()[encoded.indices.to_numpy(zero_copy_only=False)]
