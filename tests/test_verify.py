@@ -189,15 +189,21 @@ def test_identifier_shapes_of_the_suites_never_match_pseudonyms_or_uuids():
         assert not [v for v in values if pattern.search(v)]
 
 
+@pytest.mark.parametrize("rows_per_bucket", [2_000_000, 2])
 @pytest.mark.parametrize("subject", ["vin", None])
-def test_k_recount_matches_a_plain_count_across_files_with_nulls(tmp_path, subject):
+def test_k_recount_matches_a_plain_count_across_files_with_nulls(
+    tmp_path, subject, rows_per_bucket, monkeypatch
+):
     import dataclasses
     from collections import Counter
 
     import pyarrow as pa
 
+    from crossborder import spill
     from crossborder.policy import Anonymity
     from crossborder.verify import check_k_anonymity
+
+    monkeypatch.setattr(spill, "ROWS_PER_BUCKET", rows_per_bucket)  # 1 or 5 buckets
 
     rows = [  # (hour, cell, vin): groups split over two files, nulls as values
         ("h1", "c1", "a"), ("h1", "c1", "b"), ("h1", "c1", "a"), ("h1", None, "c"),

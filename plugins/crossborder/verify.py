@@ -7,7 +7,7 @@ This step shares no code path with the transforms it checks (``anonymize``,
    written independently of the policy: only the allow-listed columns, pseudonym format,
    coordinate and time precision, no personal-information shape in any string column.
 2. A full scan of every string column with the PII detectors (``crossborder.pii``).
-3. k-anonymity recomputed with pandas over the policy's quasi-identifiers.
+3. k-anonymity recomputed over the policy's quasi-identifiers, on dictionary codes.
 4. No exported grid cell overlapping a sensitive area, tested with shapely.
 
 Any residue raises AnonymizationResidue naming the column, the detector and the count,
@@ -18,13 +18,16 @@ residue: the summary's status is then ``review`` and classify routes to CAC revi
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from crossborder.digest import sha256_file
 from crossborder.errors import AnonymizationResidue, IntegrityMismatch, QualityFailed
+from crossborder.parallel import map_files
 from crossborder.policy import Policy, sensitive_areas_bytes
+from crossborder.spill import Spill, total_rows
 
 
 @dataclass(frozen=True)
@@ -156,20 +159,33 @@ def _without_samples(failure: dict[str, Any]) -> dict[str, Any]:
 
 
 def scan_files(files: list[str]) -> dict[str, dict[str, int]]:
-    """Rows with a PII finding, per string column and detector, over every row group."""
+    """Rows with a PII finding, per string column and detector, over every row group;
+    files are scanned in worker processes (``crossborder.parallel``)."""
+    totals: dict[str, dict[str, int]] = {}
+    for per_file in map_files(_scan_file, files):
+        _add_counts(totals, per_file)
+    return totals
+
+
+def _scan_file(file: str) -> dict[str, dict[str, int]]:
     import pyarrow.parquet as pq
 
     from crossborder import pii
 
     totals: dict[str, dict[str, int]] = {}
-    for file in files:
-        staged = pq.ParquetFile(file)
-        for group in range(staged.num_row_groups):
-            for column, found in pii.scan_table(staged.read_row_group(group)).items():
-                into = totals.setdefault(column, dict.fromkeys(pii.DETECTORS, 0))
-                for detector, count in found.items():
-                    into[detector] += count
+    staged = pq.ParquetFile(file)
+    for group in range(staged.num_row_groups):
+        _add_counts(totals, pii.scan_table(staged.read_row_group(group)))
     return totals
+
+
+def _add_counts(totals: dict[str, dict[str, int]], found: dict[str, dict[str, int]]) -> None:
+    from crossborder.pii import DETECTORS
+
+    for column, counts in found.items():
+        into = totals.setdefault(column, dict.fromkeys(DETECTORS, 0))
+        for detector, count in counts.items():
+            into[detector] += count
 
 
 def check_k_anonymity(policy: Policy, files: list[str]) -> dict[str, Any] | None:
@@ -177,8 +193,8 @@ def check_k_anonymity(policy: Policy, files: list[str]) -> dict[str, Any] | None
 
     Every key column is dictionary-encoded across the files (nulls are a value), each
     row's (quasi-identifiers, subject) becomes one int64 in mixed radix, and each file is
-    reduced to its distinct keys with row counts before the files are combined: memory
-    follows the number of distinct combinations, at 16 bytes each.
+    reduced to its distinct keys with row counts. Those are spilled to disk by group
+    (``crossborder.spill``) and counted one bucket at a time: memory stays flat.
     """
     import numpy as np
 
@@ -187,27 +203,47 @@ def check_k_anonymity(policy: Policy, files: list[str]) -> dict[str, Any] | None
         return None
     qis = list(rules.quasi_identifiers)
     keys = qis + ([rules.subject] if rules.subject else [])
-    distinct_keys, rows_per_key, radices = _rows_per_key(files, keys)
+    dictionaries = _dictionaries(files, keys)
+    radices = [len(dictionaries[c]) for c in keys]
     # The subject is the last digit of the key: dropping it gives the group.
     radix = radices[-1] if rules.subject else 1
-    _, group, distinct_per_group = np.unique(
-        distinct_keys // radix, return_inverse=True, return_counts=True
-    )
-    rows = np.bincount(group, weights=rows_per_key).astype(np.int64)
-    sizes = distinct_per_group if rules.subject else rows  # distinct subjects, or rows
-    small = sizes < rules.k
-    subjects = np.unique(distinct_keys % radix).size if rules.subject else None
+    subjects_seen = np.zeros(radix, dtype=bool)
+    groups = groups_below_k = rows_below_k = 0
+    k_achieved = None
+    with Spill(total_rows(files), _KEY_RECORD, "group") as spill:
+        for key, rows in _rows_per_key(files, keys, dictionaries, radices):
+            records = np.empty(len(key), dtype=_KEY_RECORD)
+            records["group"], records["key"], records["rows"] = key // radix, key, rows
+            spill.add(records)
+        for bucket in spill.buckets():
+            distinct, inverse = np.unique(bucket["key"], return_inverse=True)
+            rows_per_key = np.bincount(inverse, weights=bucket["rows"])
+            _, group, distinct_per_group = np.unique(
+                distinct // radix, return_inverse=True, return_counts=True
+            )
+            rows = np.bincount(group, weights=rows_per_key).astype(np.int64)
+            sizes = distinct_per_group if rules.subject else rows  # subjects, or rows
+            small = sizes < rules.k
+            groups += len(sizes)
+            groups_below_k += int(small.sum())
+            rows_below_k += int(rows[small].sum())
+            smallest = int(sizes.min())
+            k_achieved = smallest if k_achieved is None else min(k_achieved, smallest)
+            subjects_seen[distinct % radix] = True
     return {
         "k": rules.k,
         "quasi_identifiers": qis,
         "subject": rules.subject,
         "on_small_groups": rules.on_small_groups,
-        "k_achieved": int(sizes.min()) if len(sizes) else None,
-        "groups": len(sizes),
-        "groups_below_k": int(small.sum()),
-        "rows_below_k": int(rows[small].sum()),
-        "subjects": subjects,
+        "k_achieved": k_achieved,
+        "groups": groups,
+        "groups_below_k": groups_below_k,
+        "rows_below_k": rows_below_k,
+        "subjects": int(subjects_seen.sum()) if rules.subject else None,
     }
+
+
+_KEY_RECORD = [("group", "<u8"), ("key", "<i8"), ("rows", "<i8")]
 
 
 def _dictionaries(files: list[str], columns: list[str]) -> dict[str, dict[Any, int]]:
@@ -225,18 +261,20 @@ def _dictionaries(files: list[str], columns: list[str]) -> dict[str, dict[Any, i
     return codes
 
 
-def _rows_per_key(files: list[str], columns: list[str]) -> tuple[Any, Any, list[int]]:
-    """(distinct int64 keys, rows per key, radices) over all files; a key's digits are
-    the columns' codes, the last column the lowest digit."""
+def _rows_per_key(
+    files: list[str],
+    columns: list[str],
+    dictionaries: dict[str, dict[Any, int]],
+    radices: list[int],
+) -> Iterator[tuple[Any, Any]]:
+    """Per file: (distinct int64 keys, rows per key); a key's digits are the columns'
+    codes, the last column the lowest digit."""
     import numpy as np
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
-    dictionaries = _dictionaries(files, columns)
-    radices = [len(dictionaries[c]) for c in columns]
     if np.prod([float(r) for r in radices]) >= 2**63:
         raise ValueError(f"too many distinct values in {columns} for one int64 key")
-    found_keys, found_counts = [], []
     for file in files:
         table = pq.read_table(file, columns=columns)
         key = np.zeros(table.num_rows, dtype=np.int64)
@@ -245,14 +283,7 @@ def _rows_per_key(files: list[str], columns: list[str]) -> tuple[Any, Any, list[
             lookup = [dictionaries[column][v] for v in encoded.dictionary.to_pylist()]
             code = np.asarray(lookup, dtype=np.int64)[encoded.indices.to_numpy(False)]
             key = key * radix + code
-        distinct, counts = np.unique(key, return_counts=True)
-        found_keys.append(distinct)
-        found_counts.append(counts)
-    if not found_keys:
-        return np.empty(0, np.int64), np.empty(0, np.int64), radices
-    distinct, inverse = np.unique(np.concatenate(found_keys), return_inverse=True)
-    rows = np.bincount(inverse, weights=np.concatenate(found_counts)).astype(np.int64)
-    return distinct, rows, radices
+        yield np.unique(key, return_counts=True)
 
 
 def check_sensitive_areas(policy: Policy, files: list[str]) -> dict[str, Any] | None:
