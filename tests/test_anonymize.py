@@ -76,6 +76,8 @@ def test_pseudonyms_are_identical_across_days_and_datasets(two_days):
         for vin, alias in mapping.items():
             seen.setdefault(vin, set()).add(alias)
     assert all(len(aliases) == 1 for aliases in seen.values())
+    # Staged in worker processes with a per-partition lookup, yet exactly pseudonym():
+    assert all(aliases == {pseudonym(KEY, "vin", vin)} for vin, aliases in seen.items())
     shared = set.intersection(*(set(m) for m in maps.values()))
     assert len(shared) > 50  # the same vehicles appear in both datasets on both days
     aliases = {next(iter(a)) for a in seen.values()}

@@ -2,10 +2,11 @@
 
 Only the columns the policy allows are written (allow-list); each goes through its
 transform. Files are processed row group by row group, so memory stays flat however
-large the partition is. Rows in a grid cell that overlaps a sensitive area are dropped;
-rows in k-anonymity groups smaller than k are suppressed in a second pass when the
-policy says so. Staged files are the exact plaintext that will be encrypted, and the
-returned evidence says what was done to them. Proving that it held is ``verify``'s job.
+large the partition is; files are staged in worker processes (``crossborder.parallel``).
+Rows in a grid cell that overlaps a sensitive area are dropped; when the policy says so,
+rows in k-anonymity groups smaller than k (counted over all files first) are dropped
+too. Staged files are the exact plaintext that will be encrypted, and the returned
+evidence says what was done to them. Proving that it held is ``verify``'s job.
 """
 
 from __future__ import annotations
@@ -25,11 +26,11 @@ from crossborder.extract import Extract, partition_path
 from crossborder.parallel import map_files
 from crossborder.policy import (
     TIME_UNITS,
-    Anonymity,
     ColumnRule,
     Policy,
     sensitive_areas_bytes,
 )
+from crossborder.spill import Spill, total_rows
 
 PSEUDONYM_BYTES = 16  # 128 bits of HMAC-SHA256: no collisions among any realistic fleet
 PSEUDONYM_LENGTH = 26  # base32 of 16 bytes, padding removed
@@ -130,12 +131,12 @@ class _Findings:
 
     scrubbed: Counter[str] = field(default_factory=Counter)
     rows_in_sensitive_areas: int = 0
-    groups: list[Any] = field(default_factory=list)  # distinct quasi-identifier rows seen
+    rows_suppressed: int = 0
 
     def add(self, other: _Findings) -> None:
         self.scrubbed.update(other.scrubbed)
         self.rows_in_sensitive_areas += other.rows_in_sensitive_areas
-        self.groups += other.groups
+        self.rows_suppressed += other.rows_suppressed
 
 
 @dataclass
@@ -146,7 +147,8 @@ class _Run:
     key: bytes | None
     areas: list[Any]
     blocked_cells: Any = None  # codes of the grid cells that overlap a sensitive area
-    pseudonyms: dict[str, dict[str, str]] = field(default_factory=dict)  # per namespace
+    pseudonyms: dict[str, _Pseudonyms] = field(default_factory=dict)
+    small_groups: Any = None  # hashes of the k-anonymity groups whose rows are suppressed
     found: _Findings = field(default_factory=_Findings)
 
 
@@ -154,19 +156,38 @@ def _keep(rule: ColumnRule, column: Any, run: _Run) -> Any:
     return column
 
 
+@dataclass
+class _Pseudonyms:
+    """The values of one namespace pseudonymized so far, and their pseudonyms (Arrow)."""
+
+    values: Any
+    names: Any
+
+
 def _pseudonymize(rule: ColumnRule, column: Any, run: _Run) -> Any:
-    """HMAC each distinct value once, then map rows back through the dictionary."""
+    """HMAC each distinct value once per partition, then map rows back through the
+    dictionary; known values are found with Arrow's hash lookup, not in Python."""
+    import numpy as np
     import pyarrow as pa
+    import pyarrow.compute as pc
 
     assert run.key is not None  # anonymize_partition checked it before any file
     namespace = rule.options.get("namespace", rule.name)
     encoded = column.combine_chunks().dictionary_encode()
-    values = encoded.dictionary.to_pylist()
-    memo = run.pseudonyms.setdefault(namespace, {})
-    new = [value for value in values if value not in memo]
-    memo.update(zip(new, pseudonyms(run.key, namespace, new), strict=True))
-    mapped = pa.array(list(map(memo.__getitem__, values)), type=pa.string())
-    return mapped.take(encoded.indices)
+    dictionary = encoded.dictionary.cast(pa.string())
+    known = run.pseudonyms.get(namespace) or _Pseudonyms(dictionary[:0], pa.array([], pa.string()))
+    position = pc.index_in(dictionary, value_set=known.values)
+    unknown = pc.is_null(position).to_numpy(zero_copy_only=False)
+    position = position.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
+    if unknown.any():
+        new = dictionary.filter(pa.array(unknown))
+        position[unknown] = len(known.values) + np.arange(len(new))
+        names = pa.array(pseudonyms(run.key, namespace, new.to_pylist()), pa.string())
+        known = _Pseudonyms(
+            pa.concat_arrays([known.values, new]), pa.concat_arrays([known.names, names])
+        )
+        run.pseudonyms[namespace] = known
+    return known.names.take(pa.array(position)).take(encoded.indices)
 
 
 def _generalize_time(rule: ColumnRule, column: Any, run: _Run) -> Any:
@@ -247,14 +268,17 @@ def anonymize_partition(
             stale.unlink()
     extract.check_unchanged()
     run = _Run(policy, key, areas, _blocked_cells(policy, areas))
+    sources = [_Source(Path(f.path), extract.dataset, extract.day) for f in extract.files]
     paths = [out_dir / f.name for f in extract.files]
+    k_evidence = _count_k_groups(run, sources) if policy.anonymity else None
 
     def stage(index: int) -> _Findings:
-        return _stage_file(run, extract, Path(extract.files[index].path), paths[index])
+        return _stage_file(run, sources[index], paths[index])
 
     for found in map_files(stage, range(len(paths))):
         run.found.add(found)
-    k_evidence = _enforce_k(run, paths) if policy.anonymity else None
+    if k_evidence:
+        k_evidence["rows_suppressed"] = run.found.rows_suppressed
     files = tuple(_describe(path) for path in paths)
     return Staged(
         dataset=extract.dataset,
@@ -306,26 +330,40 @@ def _evidence(run: _Run, k_evidence: dict[str, Any] | None) -> dict[str, Any]:
     }
 
 
-def _stage_file(shared: _Run, extract: Extract, src: Path, dst: Path) -> _Findings:
+@dataclass(frozen=True)
+class _Source:
+    path: Path
+    dataset: str
+    day: str
+
+    def open(self, policy: Policy) -> Any:
+        """The Parquet file, refused if a column the policy names is missing."""
+        import pyarrow.parquet as pq
+
+        source = pq.ParquetFile(self.path)
+        missing = [c for c in policy.exported_columns if c not in source.schema_arrow.names]
+        if missing:
+            raise PartitionInvalid(
+                f"columns named by the policy are missing: {missing}",
+                dataset=self.dataset,
+                day=self.day,
+                file=str(self.path),
+            )
+        return source
+
+
+def _stage_file(shared: _Run, src: _Source, dst: Path) -> _Findings:
     """Stage one file and return what it found, for the caller to add up: files may be
     staged in other processes."""
-    import pyarrow.parquet as pq
-
     run = replace(shared, found=_Findings())
     policy = run.policy
-    where = {"dataset": extract.dataset, "day": extract.day, "file": str(src)}
-    source = pq.ParquetFile(src)
-    missing = [c for c in policy.exported_columns if c not in source.schema_arrow.names]
-    if missing:
-        raise PartitionInvalid(f"columns named by the policy are missing: {missing}", **where)
+    source = src.open(policy)
     groups = (
         source.read_row_group(g, columns=policy.exported_columns)
         for g in range(source.num_row_groups)
     )
     empty = source.schema_arrow.empty_table().select(policy.exported_columns)
     _write(dst, (_apply(run, table) for table in groups), lambda: _apply(run, empty))
-    if policy.anonymity:
-        run.found.groups = [_compact(run.found.groups, policy.anonymity)]
     return run.found
 
 
@@ -361,9 +399,7 @@ def _apply(run: _Run, table: Any) -> Any:
     if inside is not None and inside.any():
         run.found.rows_in_sensitive_areas += int(inside.sum())
         out = out.filter(pa.array(~inside))
-    if policy.anonymity:
-        run.found.groups.append(_distinct_groups(out, policy.anonymity))
-    return out
+    return _suppress(run, out)
 
 
 def _in_sensitive_areas(run: _Run, table: Any) -> Any:
@@ -384,96 +420,129 @@ def _in_sensitive_areas(run: _Run, table: Any) -> Any:
 
 
 # --- k-anonymity --------------------------------------------------------------------------
+#
+# Before anything is staged, one pass over the quasi-identifiers (as transformed) and the
+# subject counts every group's distinct subjects (or rows) across all files. Rows become
+# 64-bit hashes (group, subject), spilled to disk by group (crossborder.spill), so memory
+# stays flat; staging then drops the rows of groups smaller than k. A hash collision
+# could only merge two groups; verify recounts k on exact values, so it cannot go unseen.
+
+_GROUP_RECORD = [("group", "<u8"), ("subject", "<u8"), ("rows", "<i8")]
 
 
-def _keys(rules: Anonymity) -> list[str]:
-    return list(rules.quasi_identifiers) + ([rules.subject] if rules.subject else [])
-
-
-def _distinct_groups(table: Any, rules: Anonymity) -> Any:
-    """Distinct (quasi-identifiers, subject) rows, or rows counted per group if no subject."""
-    keys = _keys(rules)
-    if rules.subject:
-        return table.select(keys).group_by(keys).aggregate([])
-    return (
-        table.select(keys)
-        .group_by(keys)
-        .aggregate([([], "count_all")])
-        .rename_columns([*keys, "n"])
-    )
-
-
-def _compact(parts: list[Any], rules: Any) -> Any:
-    import pyarrow as pa
-
-    merged = pa.concat_tables(parts)
-    keys = _keys(rules)
-    if rules.subject:
-        return merged.group_by(keys).aggregate([])
-    return merged.group_by(keys).aggregate([("n", "sum")]).rename_columns([*keys, "n"])
-
-
-def group_sizes(parts: list[Any], rules: Anonymity) -> Any:
-    """Per quasi-identifier group: its size ``n`` (distinct subjects, or rows)."""
-    merged = _compact(parts, rules)
-    if not rules.subject:
-        return merged
-    qis = list(rules.quasi_identifiers)
-    return merged.group_by(qis).aggregate([([], "count_all")]).rename_columns([*qis, "n"])
-
-
-def _enforce_k(run: _Run, paths: list[Path]) -> dict[str, Any]:
-    """Find groups smaller than k; suppress their rows, or leave them for CAC review."""
-    import pyarrow.compute as pc
+def _count_k_groups(run: _Run, sources: list[_Source]) -> dict[str, Any]:
+    """Group sizes over the partition; sets ``run.small_groups`` when they are suppressed."""
+    import numpy as np
 
     rules = run.policy.anonymity
     assert rules is not None
-    sizes = group_sizes(run.found.groups, rules)
-    run.found.groups = []
-    small = sizes.filter(pc.less(sizes.column("n"), rules.k))
-    evidence = {
+    groups = below_k = 0
+    small = []
+    with Spill(total_rows([str(s.path) for s in sources]), _GROUP_RECORD, "group") as spill:
+
+        def count(index: int) -> None:
+            spill.add(_group_records(run, sources[index]), part=index)
+
+        list(map_files(count, range(len(sources))))
+        for bucket in spill.buckets():
+            group, sizes = _group_sizes(_distinct(bucket), counting_subjects=bool(rules.subject))
+            groups += len(group)
+            below_k += int((sizes < rules.k).sum())
+            small.append(group[sizes < rules.k])
+    if below_k and rules.on_small_groups == "suppress":
+        run.small_groups = np.concatenate(small)
+    return {
         "k": rules.k,
         "quasi_identifiers": list(rules.quasi_identifiers),
         "subject": rules.subject,
         "on_small_groups": rules.on_small_groups,
-        "groups": sizes.num_rows,
-        "groups_below_k": small.num_rows,
+        "groups": groups,
+        "groups_below_k": below_k,
         "rows_suppressed": 0,
     }
-    if small.num_rows and rules.on_small_groups == "suppress":
-        qis = list(rules.quasi_identifiers)
-        small_keys = _row_hashes(small, qis)
-        evidence["rows_suppressed"] = sum(_suppress(path, qis, small_keys) for path in paths)
-    return evidence
 
 
-def _row_hashes(table: Any, columns: list[str]) -> Any:
-    """64-bit hash of each row's values in ``columns``; nulls hash like any other value,
-    so a group whose key holds a null is suppressed like the others."""
-    import pandas as pd
-
-    return pd.util.hash_pandas_object(table.select(columns).to_pandas(), index=False).to_numpy()
-
-
-def _suppress(path: Path, qis: list[str], small_keys: Any) -> int:
-    """Rewrite one staged file without the rows of the small groups; rows removed.
-
-    A hash collision could only remove a few more rows, never keep a small group's.
-    """
+def _group_records(shared: _Run, src: _Source) -> Any:
+    """One file's distinct (group hash, subject hash) with rows, outside sensitive areas."""
     import numpy as np
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
-    staged = pq.ParquetFile(path)
-    kept, removed = [], 0
-    for group in range(staged.num_row_groups):
-        table = staged.read_row_group(group)
-        small = np.isin(_row_hashes(table, qis), small_keys)
-        removed += int(small.sum())
-        kept.append(table.filter(pa.array(~small)))
-    if removed:
-        _write(path, iter(kept), staged.schema_arrow.empty_table)
-    return removed
+    from crossborder.spill import value_hashes
+
+    run = replace(shared, found=_Findings())  # counting scrubs nothing twice
+    rules = run.policy.anonymity
+    assert rules is not None
+    pair = run.policy.location_pair() or ()
+    names = [*rules.quasi_identifiers, *([rules.subject] if rules.subject else [])]
+    columns = list(dict.fromkeys([*names, *(rule.name for rule in pair)]))
+    source = src.open(run.policy)
+    parts = [np.empty(0, _GROUP_RECORD)]
+    for index in range(source.num_row_groups):
+        table = source.read_row_group(index, columns=columns)
+        inside = _in_sensitive_areas(run, table)
+        if inside is not None and inside.any():
+            table = table.filter(pa.array(~inside))
+        records = np.empty(table.num_rows, _GROUP_RECORD)
+        records["group"] = _group_hashes(run, _transformed(run, table, rules.quasi_identifiers))
+        records["subject"] = value_hashes(table.column(rules.subject)) if rules.subject else 0
+        records["rows"] = 1
+        parts.append(_distinct(records))
+    return _distinct(np.concatenate(parts))
+
+
+def _transformed(run: _Run, table: Any, names: Any) -> Any:
+    import pyarrow as pa
+
+    rules = [run.policy.column(name) for name in names]
+    return pa.table(
+        [TRANSFORMS[r.transform](r, table.column(r.name), run) for r in rules],
+        names=list(names),
+    )
+
+
+def _group_hashes(run: _Run, table: Any) -> Any:
+    """64-bit hash of each row's quasi-identifiers, as staged; null is a value."""
+    import pandas as pd
+
+    assert run.policy.anonymity is not None
+    qis = list(run.policy.anonymity.quasi_identifiers)
+    return pd.util.hash_pandas_object(table.select(qis).to_pandas(), index=False).to_numpy()
+
+
+def _distinct(records: Any) -> Any:
+    """Records with one row per (group, subject), rows added up (Arrow's hash grouping)."""
+    import numpy as np
+
+    found = _as_table(records).group_by(["group", "subject"]).aggregate([("rows", "sum")])
+    distinct = np.empty(found.num_rows, _GROUP_RECORD)
+    for name, column in (("group", "group"), ("subject", "subject"), ("rows", "rows_sum")):
+        distinct[name] = found.column(column).to_numpy()
+    return distinct
+
+
+def _group_sizes(distinct: Any, counting_subjects: bool) -> tuple[Any, Any]:
+    """(group hashes, size): distinct subjects per group, or its rows."""
+    found = _as_table(distinct).group_by("group").aggregate([([], "count_all"), ("rows", "sum")])
+    sizes = found.column("count_all" if counting_subjects else "rows_sum").to_numpy()
+    return found.column("group").to_numpy(), sizes
+
+
+def _as_table(records: Any) -> Any:
+    import pyarrow as pa
+
+    return pa.table({name: records[name] for name in records.dtype.names})
+
+
+def _suppress(run: _Run, table: Any) -> Any:
+    """The table without the rows of groups smaller than k (when the policy suppresses)."""
+    import numpy as np
+    import pyarrow as pa
+
+    if run.small_groups is None or table.num_rows == 0:
+        return table
+    small = np.isin(_group_hashes(run, table), run.small_groups)
+    run.found.rows_suppressed += int(small.sum())
+    return table.filter(pa.array(~small)) if small.any() else table
 
 
 def evidence_for_manifest(evidence: dict[str, Any]) -> dict[str, Any]:

@@ -46,8 +46,12 @@ class Spill:
     def __exit__(self, *_: object) -> None:
         self._folder.cleanup()
 
-    def add(self, records: Any) -> None:
-        """Append records to their buckets, keeping their order within each bucket."""
+    def add(self, records: Any, part: int = 0) -> None:
+        """Append records to their buckets, keeping their order within each bucket.
+
+        Each ``part`` has files of its own, so worker processes (forked with this object)
+        can add theirs at once; a bucket reads its parts in part order.
+        """
         import numpy as np
 
         bucket = records[self.key] % np.uint64(self.count)
@@ -56,7 +60,7 @@ class Spill:
         start = 0
         for path, end in zip(self._paths, ends, strict=True):
             if end > start:
-                with path.open("ab") as sink:
+                with path.with_suffix(f".{part:06d}").open("ab") as sink:
                     records[order[start:end]].tofile(sink)
             start = end
 
@@ -65,8 +69,9 @@ class Spill:
         import numpy as np
 
         for path in self._paths:
-            if path.exists():
-                yield np.fromfile(path, dtype=self.dtype)
+            parts = sorted(path.parent.glob(f"{path.name}.*"))
+            if parts:
+                yield np.concatenate([np.fromfile(p, dtype=self.dtype) for p in parts])
 
 
 def value_hashes(values: Any) -> Any:
