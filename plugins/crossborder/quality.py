@@ -21,6 +21,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, time, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -182,15 +183,21 @@ def validate_partition(
         evaluated = outcome.statistics["evaluated_expectations"]
         return FileResult(file, len(frame), evaluated, report), _failures(outcome, file, mask)
 
+    meta = suite.get("meta", {})
+    checks, volume = meta.get("partition_checks", []), meta.get("volume", {})
+    # The whole-partition checks (the longest jobs) run on the workers beside the files.
+    jobs: list[Callable[[], Any]] = [
+        *(partial(_partition_check, files, check, mask) for check in checks),
+        partial(_subjects, files, volume.get("subject_column")),
+        *(partial(validate_file, file) for file in files),
+    ]
+    done = map_files(lambda index: jobs[index](), range(len(jobs)))
+    partition_failures, subjects = done[: len(checks)], done[len(checks)]
     results, failures = [], []
-    for result, found in map_files(validate_file, files):
+    for result, found in done[len(checks) + 1 :]:
         results.append(result)
         failures += found
-    meta = suite.get("meta", {})
-    for check in meta.get("partition_checks", []):
-        failures += _partition_check(files, check, mask)
-    volume = meta.get("volume", {})
-    subjects = _subjects(files, volume.get("subject_column"))
+    failures += [failure for found in partition_failures for failure in found]
     rows = sum(r.rows for r in results)
     failures += volume_failures(rows, subjects, history or [], volume)
     result = SuiteResult(
