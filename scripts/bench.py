@@ -22,6 +22,8 @@ headline figure; absolute seconds depend on the machine.
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import functools
 import json
 import os
 import shutil
@@ -167,6 +169,8 @@ def pipeline(env: Any) -> Clock:
     from crossborder import steps
 
     clock, cfg, day = Clock(), env.settings(), str(DAY)
+    # One S3 client for all parts, as the floor has and as each upload task process has.
+    cfg = dataclasses.replace(cfg, s3_client=functools.cache(cfg.s3_client))
     clock.time(
         "wait_for_partition", lambda: steps.partition_ready(cfg, DATASET, day, RUN_ID, "01:30")
     )
