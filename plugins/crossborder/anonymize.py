@@ -272,14 +272,16 @@ def anonymize_partition(
     paths = [out_dir / f.name for f in extract.files]
     k_evidence = _count_k_groups(run, sources) if policy.anonymity else None
 
-    def stage(index: int) -> _Findings:
-        return _stage_file(run, sources[index], paths[index])
+    def stage(index: int) -> tuple[_Findings, StagedFile]:
+        found = _stage_file(run, sources[index], paths[index])
+        return found, _describe(paths[index])  # hashed while the file is in the page cache
 
-    for found in map_files(stage, range(len(paths))):
+    staged = map_files(stage, range(len(paths)))
+    for found, _ in staged:
         run.found.add(found)
     if k_evidence:
         k_evidence["rows_suppressed"] = run.found.rows_suppressed
-    files = tuple(_describe(path) for path in paths)
+    files = tuple(described for _, described in staged)
     return Staged(
         dataset=extract.dataset,
         day=extract.day,

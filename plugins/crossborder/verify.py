@@ -116,8 +116,9 @@ def verify_partition(
 def _unchanged_files(staged: dict[str, Any]) -> list[str]:
     """The staged files, refused if any differs from what anonymize wrote: what is
     verified is byte for byte what will be encrypted."""
-    for item in staged["files"]:
-        if sha256_file(Path(item["path"]))[0] != item["sha256"]:
+    digests = map_files(lambda item: sha256_file(Path(item["path"]))[0], staged["files"])
+    for item, digest in zip(staged["files"], digests, strict=True):
+        if digest != item["sha256"]:
             raise IntegrityMismatch(
                 "staged file changed after anonymization: re-run from anonymize",
                 dataset=staged["dataset"],
