@@ -247,25 +247,29 @@ def check_k_anonymity(policy: Policy, files: list[str]) -> dict[str, Any] | None
 _KEY_RECORD = [("group", "<u8"), ("key", "<i8"), ("rows", "<i8")]
 
 
-def _dictionaries(files: list[str], columns: list[str]) -> dict[str, dict[Any, int]]:
-    """Each column's distinct values across the files (None included) → a dense code."""
+def _dictionaries(files: list[str], columns: list[str]) -> dict[str, Any]:
+    """Each column's distinct values across the files (null included), as an Arrow array:
+    a value's code is its position."""
+    import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
-    codes: dict[str, dict[Any, int]] = {c: {} for c in columns}
+    schema = pq.read_schema(files[0]) if files else None
+    known = {c: pa.array([], schema.field(c).type) if schema else pa.array([]) for c in columns}
     for file in files:
         table = pq.read_table(file, columns=columns)
         for column in columns:
-            found = pc.unique(table.column(column)).to_pylist()
-            for value in found:
-                codes[column].setdefault(value, len(codes[column]))
-    return codes
+            found = pc.unique(table.column(column))
+            seen = pc.index_in(found, value_set=known[column], skip_nulls=False)
+            new = found.filter(pc.is_null(seen))
+            known[column] = pa.concat_arrays([known[column], new.cast(known[column].type)])
+    return known
 
 
 def _rows_per_key(
     files: list[str],
     columns: list[str],
-    dictionaries: dict[str, dict[Any, int]],
+    dictionaries: dict[str, Any],
     radices: list[int],
 ) -> Iterator[tuple[Any, Any]]:
     """Per file: (distinct int64 keys, rows per key); a key's digits are the columns'
@@ -280,10 +284,12 @@ def _rows_per_key(
         table = pq.read_table(file, columns=columns)
         key = np.zeros(table.num_rows, dtype=np.int64)
         for column, radix in zip(columns, radices, strict=True):
-            encoded = pc.dictionary_encode(table.column(column).combine_chunks(), "encode")
-            lookup = [dictionaries[column][v] for v in encoded.dictionary.to_pylist()]
-            code = np.asarray(lookup, dtype=np.int64)[encoded.indices.to_numpy(False)]
-            key = key * radix + code
+            code = pc.index_in(
+                table.column(column), value_set=dictionaries[column], skip_nulls=False
+            )
+            if code.null_count:  # a value the first pass did not see: the file changed
+                raise ValueError(f"{file}: {column} changed while k was counted")
+            key = key * radix + code.to_numpy().astype(np.int64)
         yield np.unique(key, return_counts=True)
 
 
