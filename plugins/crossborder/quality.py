@@ -459,10 +459,14 @@ def _subjects(files: list[str], column: str | None) -> int | None:
 
 
 def count_distinct(files: list[str], column: str) -> int:
-    seen: set[Any] = set()
-    for table in _file_columns(files, [column]):
-        seen.update(table.column(column).unique().to_pylist())
-    return len(seen)
+    """Distinct non-null values over the files (each file's distinct values, combined)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    per_file = [pc.unique(t.column(column)) for t in _file_columns(files, [column])]
+    if not per_file:
+        return 0
+    return len(pc.unique(pa.chunked_array(per_file)))
 
 
 def unique_across_files(
