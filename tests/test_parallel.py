@@ -66,3 +66,23 @@ def test_the_worker_setting_is_checked(monkeypatch):
         monkeypatch.setenv(WORKERS_ENV, bad)
         with pytest.raises(ValueError, match=WORKERS_ENV):
             file_workers()
+
+
+def _in_a_daemon(queue) -> None:
+    queue.put(map_files(lambda item: (item, os.getpid()), [1, 2, 3], workers=2))
+
+
+def test_works_inside_a_daemonic_process_as_under_celery():
+    # Celery's prefork pool runs tasks in daemonic processes; multiprocessing refuses to
+    # start children there unless map_files lifts that for its own, joined workers.
+    import multiprocessing
+
+    context = multiprocessing.get_context("fork")
+    queue = context.Queue()
+    daemon = context.Process(target=_in_a_daemon, args=(queue,), daemon=True)
+    daemon.start()
+    found = queue.get(timeout=60)
+    daemon.join(timeout=60)
+    assert daemon.exitcode == 0
+    assert [item for item, _ in found] == [1, 2, 3]
+    assert daemon.pid not in {pid for _, pid in found}  # run by the daemon's own workers

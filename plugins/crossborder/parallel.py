@@ -12,7 +12,8 @@ set it to 1 where a Celery worker already runs one task per core.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any, TypeVar
 
 Item = TypeVar("Item")
@@ -64,8 +65,26 @@ def map_files(
     try:
         pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"))
         try:
-            return list(pool.map(_run_job, items))
+            with _may_start_children():
+                results = pool.map(_run_job, items)  # starts the workers, submits all items
+            return list(results)
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
     finally:
         _job = None
+
+
+@contextmanager
+def _may_start_children() -> Iterator[None]:
+    """Celery runs each task inside a daemonic pool process, and multiprocessing refuses to
+    start children there (a daemon's children could be orphaned). Ours are joined before
+    ``map_files`` returns, so the flag is lifted while they start."""
+    import multiprocessing
+
+    config = multiprocessing.current_process()._config  # no public setter
+    daemon = config.get("daemon", False)
+    config["daemon"] = False
+    try:
+        yield
+    finally:
+        config["daemon"] = daemon
