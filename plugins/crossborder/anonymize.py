@@ -426,7 +426,8 @@ def _in_sensitive_areas(run: _Run, table: Any) -> Any:
 # Before anything is staged, one pass over the quasi-identifiers (as transformed) and the
 # subject counts every group's distinct subjects (or rows) across all files. Rows become
 # 64-bit hashes (group, subject), spilled to disk by group (crossborder.spill), so memory
-# stays flat; staging then drops the rows of groups smaller than k. A hash collision
+# stays flat; staging then drops the rows of groups smaller than k. The subject is hashed
+# as read: a policy's subject must be pseudonymized, which is one to one. A hash collision
 # could only merge two groups; verify recounts k on exact values, so it cannot go unseen.
 
 _GROUP_RECORD = [("group", "<u8"), ("subject", "<u8"), ("rows", "<i8")]
