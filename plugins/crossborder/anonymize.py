@@ -30,7 +30,7 @@ from crossborder.policy import (
     Policy,
     sensitive_areas_bytes,
 )
-from crossborder.spill import Spill, total_rows
+from crossborder.spill import Spill, records, total_rows, value_hashes
 
 PSEUDONYM_BYTES = 16  # 128 bits of HMAC-SHA256: no collisions among any realistic fleet
 PSEUDONYM_LENGTH = 26  # base32 of 16 bytes, padding removed
@@ -470,8 +470,6 @@ def _group_records(shared: _Run, src: _Source) -> Any:
     import numpy as np
     import pyarrow as pa
 
-    from crossborder.spill import value_hashes
-
     run = replace(shared, found=_Findings())  # counting scrubs nothing twice
     rules = run.policy.anonymity
     assert rules is not None
@@ -485,11 +483,13 @@ def _group_records(shared: _Run, src: _Source) -> Any:
         inside = _in_sensitive_areas(run, table)
         if inside is not None and inside.any():
             table = table.filter(pa.array(~inside))
-        records = np.empty(table.num_rows, _GROUP_RECORD)
-        records["group"] = _group_hashes(run, _transformed(run, table, rules.quasi_identifiers))
-        records["subject"] = value_hashes(table.column(rules.subject)) if rules.subject else 0
-        records["rows"] = 1
-        parts.append(_distinct(records))
+        found = records(
+            _GROUP_RECORD,
+            group=_group_hashes(run, _transformed(run, table, rules.quasi_identifiers)),
+            subject=value_hashes(table.column(rules.subject)) if rules.subject else 0,
+            rows=np.ones(table.num_rows, np.int64),
+        )
+        parts.append(_distinct(found))
     return _distinct(np.concatenate(parts))
 
 
@@ -512,15 +512,15 @@ def _group_hashes(run: _Run, table: Any) -> Any:
     return pd.util.hash_pandas_object(table.select(qis).to_pandas(), index=False).to_numpy()
 
 
-def _distinct(records: Any) -> Any:
+def _distinct(found_records: Any) -> Any:
     """Records with one row per (group, subject), rows added up (Arrow's hash grouping)."""
-    import numpy as np
-
-    found = _as_table(records).group_by(["group", "subject"]).aggregate([("rows", "sum")])
-    distinct = np.empty(found.num_rows, _GROUP_RECORD)
-    for name, column in (("group", "group"), ("subject", "subject"), ("rows", "rows_sum")):
-        distinct[name] = found.column(column).to_numpy()
-    return distinct
+    found = _as_table(found_records).group_by(["group", "subject"]).aggregate([("rows", "sum")])
+    return records(
+        _GROUP_RECORD,
+        group=found.column("group").to_numpy(),
+        subject=found.column("subject").to_numpy(),
+        rows=found.column("rows_sum").to_numpy(),
+    )
 
 
 def _group_sizes(distinct: Any, counting_subjects: bool) -> tuple[Any, Any]:
@@ -530,10 +530,10 @@ def _group_sizes(distinct: Any, counting_subjects: bool) -> tuple[Any, Any]:
     return found.column("group").to_numpy(), sizes
 
 
-def _as_table(records: Any) -> Any:
+def _as_table(columns: Any) -> Any:
     import pyarrow as pa
 
-    return pa.table({name: records[name] for name in records.dtype.names})
+    return pa.table({name: columns[name] for name in columns.dtype.names})
 
 
 def _suppress(run: _Run, table: Any) -> Any:

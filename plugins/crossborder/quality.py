@@ -29,7 +29,7 @@ from crossborder.errors import QualityFailed
 from crossborder.extract import SHANGHAI
 from crossborder.parallel import map_files
 from crossborder.policy import REPO_ROOT, TIME_UNITS
-from crossborder.spill import Spill, total_rows, value_hashes
+from crossborder.spill import Spill, records, total_rows, value_hashes
 
 SAMPLE_SIZE = 5
 # Data Docs pages load CSS and JS from public CDNs; the reports are read without them.
@@ -409,6 +409,14 @@ def write_report_index(report_dir: Path, dataset: str, day: str, result: SuiteRe
 # --- partition checks (whole partition, column-wise reads) --------------------------------
 
 
+HASHES = [("hash", "<u8")]  # spilled records of the partition checks
+ORDERED_VALUES = [("group", "<u8"), ("when", "<i8"), ("value", "<f8")]
+
+
+def _id_hashes(values: Any) -> Any:
+    return value_hashes(values, distinct_first=False)  # ids are (nearly) all distinct
+
+
 def _file_columns(files: list[str], columns: list[str]) -> Iterator[Any]:
     """One file's columns at a time, rows with a null key dropped: memory stays per file."""
     import pyarrow.compute as pc
@@ -417,14 +425,6 @@ def _file_columns(files: list[str], columns: list[str]) -> Iterator[Any]:
     for file in files:
         table = pq.read_table(file, columns=columns)
         yield table.filter(pc.is_valid(table.column(columns[0])))
-
-
-def _hashes(values: Any) -> Any:
-    """64-bit hashes of a column: 8 bytes a row however long the values are."""
-    import pandas as pd
-
-    # Hashing the Arrow-backed Series: 3x faster than via a numpy array of Python objects.
-    return pd.util.hash_pandas_object(values.to_pandas(), index=False).to_numpy()
 
 
 def _partition_check(
@@ -478,9 +478,9 @@ def unique_across_files(
 
     column = check["column"]
     suspects = []
-    with Spill(total_rows(files), [("hash", "<u8")], "hash") as spill:
+    with Spill(total_rows(files), HASHES, "hash") as spill:
         for table in _file_columns(files, [column]):
-            spill.add(_records(hash=_hashes(table.column(column))))
+            spill.add(records(HASHES, hash=_id_hashes(table.column(column))))
         for bucket in spill.buckets():
             hashes = np.sort(bucket["hash"])
             suspects.append(np.unique(hashes[1:][hashes[1:] == hashes[:-1]]))
@@ -490,7 +490,7 @@ def unique_across_files(
     counts: Counter[Any] = Counter()
     for table in _file_columns(files, [column]):
         values = table.column(column)
-        counts.update(values.filter(np.isin(_hashes(values), suspects)).to_pylist())
+        counts.update(values.filter(np.isin(_id_hashes(values), suspects)).to_pylist())
     repeated = {value: n for value, n in counts.items() if n > 1}
     if not repeated:
         return []  # only hash collisions
@@ -506,17 +506,6 @@ def unique_across_files(
     ]
 
 
-def _records(**fields: Any) -> Any:
-    """A numpy structured array from equally long columns."""
-    import numpy as np
-
-    dtype = [(name, values.dtype) for name, values in fields.items()]
-    records = np.empty(len(next(iter(fields.values()))), dtype=dtype)
-    for name, values in fields.items():
-        records[name] = values
-    return records
-
-
 def monotonic_per_group(
     files: list[str], check: dict[str, Any], mask: Callable[[str | None, Any], Any]
 ) -> list[Failure]:
@@ -526,12 +515,12 @@ def monotonic_per_group(
     import numpy as np
 
     column, group, order = check["column"], check["group_by"], check["order_by"]
-    dtype = [("group", "<u8"), ("when", "<i8"), ("value", "<f8")]
     drops, bad = 0, []
-    with Spill(total_rows(files), dtype, "group") as spill:
+    with Spill(total_rows(files), ORDERED_VALUES, "group") as spill:
         for table in _file_columns(files, [group, order, column]):
             spill.add(
-                _records(
+                records(
+                    ORDERED_VALUES,
                     group=value_hashes(table.column(group)),
                     when=table.column(order).cast("int64").to_numpy(),
                     value=table.column(column).cast("float64").to_numpy(),

@@ -74,12 +74,27 @@ class Spill:
                 yield np.concatenate([np.fromfile(p, dtype=self.dtype) for p in parts])
 
 
-def value_hashes(values: Any) -> Any:
-    """64-bit hashes of an Arrow column, each distinct value hashed once; null is a value."""
+def records(dtype: Any, **fields: Any) -> Any:
+    """A numpy structured array of ``dtype`` from equally long columns (or scalars)."""
+    import numpy as np
+
+    length = max((len(v) for v in fields.values() if np.ndim(v)), default=0)
+    found = np.empty(length, dtype=dtype)
+    for name, values in fields.items():
+        found[name] = values
+    return found
+
+
+def value_hashes(values: Any, *, distinct_first: bool = True) -> Any:
+    """64-bit hashes of an Arrow column (null is a value), the same for a value in every
+    file. ``distinct_first`` hashes each distinct value once, which pays when values
+    repeat (VINs); for columns of distinct ids, hashing every row is cheaper."""
     import pandas as pd
     import pyarrow as pa
     import pyarrow.compute as pc
 
+    if not distinct_first:
+        return pd.util.hash_pandas_object(values.to_pandas(), index=False).to_numpy()
     if isinstance(values, pa.ChunkedArray):
         values = values.combine_chunks()
     encoded = pc.dictionary_encode(values, null_encoding="encode")

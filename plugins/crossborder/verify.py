@@ -27,7 +27,7 @@ from crossborder.digest import sha256_file
 from crossborder.errors import AnonymizationResidue, IntegrityMismatch, QualityFailed
 from crossborder.parallel import map_files
 from crossborder.policy import Policy, sensitive_areas_bytes
-from crossborder.spill import Spill, total_rows
+from crossborder.spill import Spill, records, total_rows
 
 
 @dataclass(frozen=True)
@@ -213,9 +213,7 @@ def check_k_anonymity(policy: Policy, files: list[str]) -> dict[str, Any] | None
     k_achieved = None
     with Spill(total_rows(files), _KEY_RECORD, "group") as spill:
         for key, rows in _rows_per_key(files, keys, dictionaries, radices):
-            records = np.empty(len(key), dtype=_KEY_RECORD)
-            records["group"], records["key"], records["rows"] = key // radix, key, rows
-            spill.add(records)
+            spill.add(records(_KEY_RECORD, group=key // radix, key=key, rows=rows))
         for bucket in spill.buckets():
             distinct, inverse = np.unique(bucket["key"], return_inverse=True)
             rows_per_key = np.bincount(inverse, weights=bucket["rows"])
