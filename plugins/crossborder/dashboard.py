@@ -26,6 +26,7 @@ from crossborder import ledger
 from crossborder.ui import (
     PENDING_ACTIONS_URL,
     export_dag_id,
+    plugin_app,
     review_run_id,
     review_url,
     run_url,
@@ -386,16 +387,10 @@ def render(dashboard: Dashboard) -> str:
 def create_app(engine: Callable[[], sa.Engine], dependencies: Sequence[Any] = ()) -> Any:
     """A FastAPI app serving the page at ``/``; ``engine`` is called per request and
     ``dependencies`` guard every route (the plugin passes Airflow's login check)."""
-    from fastapi import FastAPI, HTTPException
+    from fastapi import HTTPException
     from fastapi.responses import HTMLResponse
 
-    app = FastAPI(
-        title="Export dashboard",
-        docs_url=None,
-        redoc_url=None,
-        openapi_url=None,
-        dependencies=list(dependencies),
-    )
+    app = plugin_app("Export dashboard", dependencies)
 
     @app.get("/", response_class=HTMLResponse)
     def page(state: str = "", dataset: str = "") -> HTMLResponse:

@@ -42,16 +42,12 @@ def resolve(staging_root: Path, relative: str) -> Path | None:
 def create_app(staging_root: Callable[[], Path], dependencies: Sequence[Any] = ()) -> Any:
     """A FastAPI app serving the report files; ``staging_root`` is read per request and
     ``dependencies`` guard every route (the plugin passes Airflow's login check)."""
-    from fastapi import FastAPI, HTTPException
+    from fastapi import HTTPException
     from fastapi.responses import FileResponse
 
-    app = FastAPI(
-        title="Quality reports",
-        docs_url=None,
-        redoc_url=None,
-        openapi_url=None,
-        dependencies=list(dependencies),
-    )
+    from crossborder.ui import plugin_app
+
+    app = plugin_app("Quality reports", dependencies)
 
     @app.get("/{relative:path}")
     def report(relative: str) -> FileResponse:

@@ -1,4 +1,5 @@
-"""The Airflow UI as the project links to it: DAG ids (DESIGN.md) and the UI's routes.
+"""The Airflow UI as the project links to it: DAG ids (DESIGN.md), the UI's routes, and
+the apps the plugin mounts in it.
 
 Paths are relative to the UI's root; ``absolute`` prefixes ``[api] base_url`` for links
 that leave the UI (alerts). Run ids hold ':' and '+', so every part is quoted.
@@ -6,6 +7,8 @@ that leave the UI (alerts). Run ids hold ':' and '+', so every part is quoted.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
 from urllib.parse import quote
 
 EXPORT_DAG_PREFIX = "cn_export_"  # one export DAG per dataset: cn_export_<dataset>
@@ -43,3 +46,17 @@ def review_url(review_run_id: str) -> str:
 
 def absolute(base_url: str, path: str) -> str:
     return base_url.rstrip("/") + path
+
+
+def plugin_app(title: str, dependencies: Sequence[Any] = ()) -> Any:
+    """A FastAPI app for a page the plugin mounts in the Airflow UI: no API docs, and
+    ``dependencies`` guarding every route (the plugin passes Airflow's login check)."""
+    from fastapi import FastAPI
+
+    return FastAPI(
+        title=title,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+        dependencies=list(dependencies),
+    )
