@@ -27,18 +27,25 @@ RUN_TIMEOUT = 300.0
 
 
 @contextmanager
-def review_env(root: Path, settings: dict[str, str] | None = None) -> Iterator[LocalEnv]:
-    """A prepared environment whose metadata database knows every DAG (the daily run
-    triggers ``cn_cac_review`` by id)."""
+def airflow_env(root: Path) -> Iterator[LocalEnv]:
+    """A prepared environment with its Airflow metadata database and an S3 API."""
     server, endpoint = start_s3_server()
     try:
         local = LocalEnv(root, endpoint)
         local.prepare()
         migrate_airflow_db(local)
-        airflow(local, "dags", "reserialize", extra_env=settings)
         yield local
     finally:
         server.stop()
+
+
+@contextmanager
+def review_env(root: Path, settings: dict[str, str] | None = None) -> Iterator[LocalEnv]:
+    """A prepared environment whose metadata database knows every DAG (the daily run
+    triggers ``cn_cac_review`` by id)."""
+    with airflow_env(root) as local:
+        airflow(local, "dags", "reserialize", extra_env=settings)
+        yield local
 
 
 def daily_export(env: LocalEnv, day: date, extra_env: dict[str, str] | None = None) -> str:

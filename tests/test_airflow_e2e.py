@@ -13,6 +13,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from review_runs import airflow_env
 
 from crossborder import ledger, synthetic
 from crossborder.digest import sha256_file
@@ -21,8 +22,6 @@ from crossborder.localenv import (
     US_BUCKET,
     LocalEnv,
     airflow,
-    migrate_airflow_db,
-    start_s3_server,
 )
 from crossborder.policy import REPO_ROOT
 from crossborder.reports import URL_PREFIX, resolve
@@ -35,12 +34,8 @@ DAG_TIMEOUT = 300
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
-    server, endpoint = start_s3_server()
-    local = LocalEnv(tmp_path_factory.mktemp("local"), endpoint)
-    local.prepare()
-    migrate_airflow_db(local)
-    yield local
-    server.stop()
+    with airflow_env(tmp_path_factory.mktemp("local")) as local:
+        yield local
 
 
 def _logical(day: date) -> str:

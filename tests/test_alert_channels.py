@@ -22,9 +22,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from aiosmtpd.controller import Controller
+from review_runs import airflow_env
 
 from crossborder import ledger, synthetic
-from crossborder.localenv import LocalEnv, airflow, free_port, migrate_airflow_db, start_s3_server
+from crossborder.localenv import LocalEnv, airflow, free_port
 
 pytestmark = pytest.mark.airflow
 
@@ -90,12 +91,8 @@ def channels():
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
-    server, endpoint = start_s3_server()
-    local = LocalEnv(tmp_path_factory.mktemp("alerts"), endpoint)
-    local.prepare()
-    migrate_airflow_db(local)
-    yield local
-    server.stop()
+    with airflow_env(tmp_path_factory.mktemp("alerts")) as local:
+        yield local
 
 
 def _export(env: LocalEnv, dataset: str, day: date, extra_env: dict) -> tuple[int, str]:
