@@ -12,9 +12,11 @@ $(BIN)/uv:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet uv==0.13.8
 
-# Installed once per change of the pinned files.
+# Installed once per change of the pinned files. Compiled to bytecode at install: where
+# PYTHONDONTWRITEBYTECODE is set (as on CI), every process would otherwise recompile every
+# module it imports (Great Expectations alone: 13 s instead of 4 s per task).
 $(VENV)/.installed: requirements.txt requirements-test.txt | $(BIN)/uv
-	$(BIN)/uv pip install --quiet --python $(BIN)/python -r requirements-test.txt
+	$(BIN)/uv pip install --quiet --compile-bytecode --python $(BIN)/python -r requirements-test.txt
 	touch $@
 
 # Installed only when missing (CI runs as root on a clean Debian); a no-op once present.

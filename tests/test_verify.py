@@ -8,6 +8,7 @@ import shutil
 from datetime import date
 from pathlib import Path
 
+import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
@@ -143,6 +144,48 @@ def test_positions_inside_sensitive_areas_are_caught(source, tmp_path, monkeypat
     )
     (found,) = [r for r in error.result["residues"] if r["check"] == "sensitive_areas"]
     assert found["count"] > 0 and found["column"] == "lat_gcj02,lon_gcj02"
+
+
+def test_positions_left_fine_are_caught_by_the_suites_grid_check(source, tmp_path, monkeypatch):
+    monkeypatch.setitem(anonymize.TRANSFORMS, "generalize_location", anonymize.TRANSFORMS["keep"])
+    monkeypatch.setattr(anonymize, "_suppress", lambda run, table: table)  # else none is left
+    staged = _staged(source, tmp_path, "vehicle_telemetry")
+    error = _residue(load_policy("vehicle_telemetry"), staged)
+    found = {
+        r["column"]: r["count"]
+        for r in error.result["residues"]
+        if r["detector"] == "expect_column_values_to_be_on_grid"
+    }
+    assert set(found) == {"lat_gcj02", "lon_gcj02"}
+    assert all(count > 0.9 * staged["rows"] for count in found.values())
+
+
+@pytest.mark.parametrize(
+    ("step", "values", "expected"),
+    [
+        (0.05, [31.15, 31.1, 31.0, -0.05, 121.45, 0.0], [True] * 6),
+        (0.05, [31.150000000000002, 31.12, 31.151, 1e-05], [False] * 4),
+        (0.01, [31.23, 121.47, -33.87, 0.01], [True] * 4),
+        (0.01, [31.234, 31.220000000000002, 0.005], [False] * 3),
+        (1, [121.0, -3.0, 121.5], [True, True, False]),
+    ],
+)
+def test_grid_check_accepts_only_the_closest_double_to_a_multiple(step, values, expected):
+    from crossborder.custom_expectations import on_grid
+
+    assert list(on_grid(np.array(values), step)) == expected
+
+
+def test_grid_check_agrees_with_the_decimal_text_of_every_coarsened_value():
+    from crossborder.custom_expectations import on_grid
+
+    # every multiple of 0.05 within ±180, as anonymize writes them, and a hair off each
+    cells = np.arange(-3600, 3601)
+    exact = np.array([float(f"{c * 5 / 100:.2f}") for c in cells])
+    assert on_grid(exact, 0.05).all()
+    assert not on_grid(np.nextafter(exact, np.inf), 0.05).any()
+    with pytest.raises(ValueError, match="not a positive decimal"):
+        on_grid(exact, 0)
 
 
 def test_small_groups_sent_to_review_route_the_partition_to_cac_review(source, tmp_path):
