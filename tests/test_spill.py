@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pytest
 
 from crossborder import spill
 from crossborder.spill import Spill, value_hashes
@@ -51,3 +52,19 @@ def test_value_hashes_treat_null_as_one_value_across_chunks():
     assert hashes[0] == hashes[3] and hashes[1] == hashes[4]
     assert len({hashes[0], hashes[1], hashes[2]}) == 3
     assert (value_hashes(pa.array(["b", "a"])) == hashes[[2, 0]]).all()  # same in every file
+
+
+@pytest.mark.parametrize(
+    "values",
+    [["a", None, "None", "", "车"], [7, None, 0, -1, 2**40], [1.5, None, float("nan"), 0.0, -0.0]],
+)
+def test_value_hashes_are_the_same_with_or_without_nulls_and_either_way(values):
+    """A file with a null and one without must hash a value alike: a column of integers
+    with a null must not be hashed as floats."""
+    with_nulls = pa.array(values)
+    without = pa.array([v for v in values if v is not None], with_nulls.type)
+    for distinct_first in (True, False):
+        hashes = value_hashes(with_nulls, distinct_first=distinct_first)
+        assert (value_hashes(without, distinct_first=distinct_first) == np.delete(hashes, 1)).all()
+        assert hashes[1] not in np.delete(hashes, 1)  # null is a value of its own
+    assert (value_hashes(with_nulls) == value_hashes(with_nulls, distinct_first=False)).all()

@@ -432,7 +432,8 @@ def _file_columns(files: list[str], columns: list[str]) -> Iterator[Any]:
 
     for file in files:
         table = pq.read_table(file, columns=columns)
-        yield table.filter(pc.is_valid(table.column(columns[0])))
+        key = table.column(columns[0])
+        yield table.filter(pc.is_valid(key)) if key.null_count else table
 
 
 def _partition_check(
@@ -535,11 +536,11 @@ def monotonic_per_group(
                 )
             )
         for bucket in spill.buckets():
-            ordered = bucket[np.lexsort((bucket["when"], bucket["group"]))]
-            same_group = ordered["group"][1:] == ordered["group"][:-1]
-            dropped = same_group & (np.diff(ordered["value"]) < 0)
+            order = np.lexsort((bucket["when"], bucket["group"]))
+            groups, values = bucket["group"][order], bucket["value"][order]  # not whole records
+            dropped = (groups[1:] == groups[:-1]) & (np.diff(values) < 0)
             drops += int(dropped.sum())
-            bad.append(np.unique(ordered["group"][1:][dropped]))
+            bad.append(np.unique(groups[1:][dropped]))
     bad_groups = np.concatenate(bad) if bad else np.empty(0, np.uint64)
     if not drops:
         return []
