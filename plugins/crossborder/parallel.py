@@ -74,6 +74,12 @@ def map_files(
         _job = None
 
 
+def run_jobs(jobs: Sequence[Callable[[], Result]], workers: int | None = None) -> list[Result]:
+    """Run different jobs (a file's suite, a whole-partition check) in one pool, in order:
+    the longest first keeps both cores busy to the end."""
+    return map_files(lambda index: jobs[index](), range(len(jobs)), workers)
+
+
 @contextmanager
 def _may_start_children() -> Iterator[None]:
     """Celery runs each task inside a daemonic pool process, and multiprocessing refuses to

@@ -27,7 +27,7 @@ from typing import Any
 
 from crossborder.errors import QualityFailed
 from crossborder.extract import SHANGHAI
-from crossborder.parallel import map_files
+from crossborder.parallel import run_jobs
 from crossborder.policy import REPO_ROOT, TIME_UNITS
 from crossborder.spill import Spill, records, total_rows, value_hashes
 
@@ -198,7 +198,7 @@ def validate_partition(
         partial(_subjects, files, volume.get("subject_column")),
         *(partial(validate_file, file) for file in files),
     ]
-    done = map_files(lambda index: jobs[index](), range(len(jobs)))
+    done = run_jobs(jobs)
     partition_failures, subjects = done[: len(checks)], done[len(checks)]
     results, failures = [], []
     for result, found in done[len(checks) + 1 :]:

@@ -20,12 +20,13 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from crossborder.digest import sha256_file
 from crossborder.errors import AnonymizationResidue, IntegrityMismatch, QualityFailed
-from crossborder.parallel import map_files
+from crossborder.parallel import map_files, run_jobs
 from crossborder.policy import Policy, sensitive_areas_bytes
 from crossborder.spill import Spill, records, total_rows
 
@@ -77,14 +78,22 @@ def verify_partition(
     dataset, day = staged["dataset"], staged["day"]
     files = _unchanged_files(staged)
     suite, residues = _suite(dataset, day, files, report_dir)
-    pii = scan_files(files)
+    # The file scans and the whole-partition counts share one pool of workers.
+    checks = [
+        partial(check_k_anonymity, policy, files),
+        partial(check_sensitive_areas, policy, files),
+    ]
+    jobs = [*checks, *(partial(_scan_file, file) for file in files)]
+    k_anonymity, areas, *scanned = run_jobs(jobs)
+    pii: dict[str, dict[str, int]] = {}
+    for per_file in scanned:
+        _add_counts(pii, per_file)
     residues += [
         Residue("pii", column, detector, count)
         for column, found in pii.items()
         for detector, count in found.items()
         if count
     ]
-    k_anonymity = check_k_anonymity(policy, files)
     if k_anonymity and k_anonymity["rows_below_k"] and k_anonymity["on_small_groups"] != "review":
         residues.append(
             Residue(
@@ -94,7 +103,6 @@ def verify_partition(
                 k_anonymity["rows_below_k"],
             )
         )
-    areas = check_sensitive_areas(policy, files)
     if areas and areas["points_inside"]:
         residues.append(
             Residue("sensitive_areas", areas["columns"], "cell overlapping a sensitive area",
@@ -157,15 +165,6 @@ def _suite(
 
 def _without_samples(failure: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in failure.items() if k != "sample"}
-
-
-def scan_files(files: list[str]) -> dict[str, dict[str, int]]:
-    """Rows with a PII finding, per string column and detector, over every row group;
-    files are scanned in worker processes (``crossborder.parallel``)."""
-    totals: dict[str, dict[str, int]] = {}
-    for per_file in map_files(_scan_file, files):
-        _add_counts(totals, per_file)
-    return totals
 
 
 def _scan_file(file: str) -> dict[str, dict[str, int]]:
