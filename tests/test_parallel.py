@@ -5,11 +5,12 @@ from __future__ import annotations
 import os
 import pickle
 import time
+from functools import partial
 
 import pytest
 
 from crossborder import errors
-from crossborder.parallel import WORKERS_ENV, file_workers, map_files
+from crossborder.parallel import WORKERS_ENV, file_workers, map_files, run_jobs
 
 
 def test_results_come_back_in_order_from_other_processes():
@@ -86,3 +87,8 @@ def test_works_inside_a_daemonic_process_as_under_celery():
     assert daemon.exitcode == 0
     assert [item for item, _ in found] == [1, 2, 3]
     assert daemon.pid not in {pid for _, pid in found}  # run by the daemon's own workers
+
+
+def test_different_jobs_share_one_pool_and_keep_their_order():
+    jobs = [partial(pow, 2, 10), partial(str.upper, "file"), partial(sum, [1, 2, 3])]
+    assert run_jobs(jobs, workers=2) == [1024, "FILE", 6]
