@@ -446,7 +446,7 @@ def _count_k_groups(run: _Run, sources: list[_Source]) -> dict[str, Any]:
         def count(index: int) -> None:
             spill.add(_group_records(run, sources[index]), part=index)
 
-        list(map_files(count, range(len(sources))))
+        map_files(count, range(len(sources)))
         for bucket in spill.buckets():
             group, sizes = _group_sizes(_distinct(bucket), counting_subjects=bool(rules.subject))
             groups += len(group)

@@ -75,8 +75,8 @@ def map_files(
 
 
 def run_jobs(jobs: Sequence[Callable[[], Result]], workers: int | None = None) -> list[Result]:
-    """Run different jobs (a file's suite, a whole-partition check) in one pool, in order:
-    the longest first keeps both cores busy to the end."""
+    """Different jobs (a file's suite, a whole-partition check) in one pool; results in the
+    jobs' order. Callers list the longest first, so no core idles at the end."""
     return map_files(lambda index: jobs[index](), range(len(jobs)), workers)
 
 

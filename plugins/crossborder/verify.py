@@ -256,10 +256,8 @@ def _dictionaries(files: list[str], columns: list[str]) -> dict[str, Any]:
     for file in files:
         table = pq.read_table(file, columns=columns)
         for column in columns:
-            found = pc.unique(table.column(column))
-            seen = pc.index_in(found, value_set=known[column], skip_nulls=False)
-            new = found.filter(pc.is_null(seen))
-            known[column] = pa.concat_arrays([known[column], new.cast(known[column].type)])
+            found = pc.unique(table.column(column)).cast(known[column].type)
+            known[column] = pc.unique(pa.concat_arrays([known[column], found]))
     return known
 
 
