@@ -13,17 +13,32 @@ from crossborder import errors
 from crossborder.parallel import WORKERS_ENV, file_workers, map_files, run_jobs
 
 
-def test_results_come_back_in_order_from_other_processes():
+def test_results_come_back_in_order_from_other_processes_at_most_two_at_once():
     offset = 1000  # a closure: forked workers inherit it, nothing is pickled but items
 
-    def work(item: int) -> tuple[int, int]:
+    def work(item: int) -> tuple[int, int, float, float]:
+        started = time.monotonic()  # one clock for all processes
         time.sleep(0.05)  # long enough that both workers take items
-        return item + offset, os.getpid()
+        return item + offset, os.getpid(), started, time.monotonic()
 
     found = map_files(work, list(range(12)), workers=2)
-    assert [value for value, _ in found] == [i + 1000 for i in range(12)]
-    assert os.getpid() not in {pid for _, pid in found}
-    assert len({pid for _, pid in found}) == 2
+    assert [value for value, *_ in found] == [i + 1000 for i in range(12)]
+    assert os.getpid() not in {pid for _, pid, *_ in found}
+    running_at_each_start = [
+        sum(start <= began < end for _, _, start, end in found) for _, _, began, _ in found
+    ]
+    assert max(running_at_each_start) == 2
+
+
+def test_each_item_gets_a_fresh_process_so_memory_of_one_is_not_kept_for_the_next():
+    def work(item: int) -> tuple[int, bool]:
+        seen = getattr(work, "seen", False)  # set only in a process that ran an item before
+        work.seen = True
+        return os.getpid(), seen
+
+    found = map_files(work, list(range(6)), workers=2)
+    assert len({pid for pid, _ in found}) == 6
+    assert not any(seen for _, seen in found)
 
 
 def test_one_worker_or_one_item_stays_in_this_process():
@@ -47,6 +62,30 @@ def test_a_failing_item_fails_the_map_with_its_typed_error():
     assert (error.dataset, error.day, error.file) == ("fleet", "2026-11-23", "part-00001.parquet")
     assert error.detail == "no event_id" and error.result == {"rows": 3}
     assert str(error) == "dataset fleet, day 2026-11-23, file part-00001.parquet: no event_id"
+
+
+def test_after_a_failure_running_items_finish_and_waiting_ones_never_start(tmp_path):
+    def work(item: int) -> int:
+        if item == 0:
+            raise ValueError("file 0 is bad")
+        time.sleep(0.3)  # still running when item 0 fails
+        (tmp_path / f"done-{item}").touch()
+        return item
+
+    with pytest.raises(ValueError, match="file 0 is bad") as raised:
+        map_files(work, list(range(6)), workers=2)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["done-1"]
+    assert "in work" in str(raised.value.__cause__)  # the worker's traceback
+
+
+def test_a_worker_that_dies_fails_the_map_and_names_the_item():
+    def work(item: str) -> str:
+        if item == "part-00001.parquet":
+            os._exit(9)  # as if killed, e.g. out of memory
+        return item
+
+    with pytest.raises(RuntimeError, match=r"worker for 'part-00001.parquet' died \(exit code 9"):
+        map_files(work, ["part-00000.parquet", "part-00001.parquet"], workers=2)
 
 
 @pytest.mark.parametrize("kind", errors.CrossborderError.__subclasses__())
