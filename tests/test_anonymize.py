@@ -16,7 +16,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-from crossborder import anonymize, geo, synthetic
+from crossborder import geo, synthetic
 from crossborder.anonymize import (
     PSEUDONYM_LENGTH,
     anonymize_partition,
@@ -26,7 +26,7 @@ from crossborder.anonymize import (
     pseudonymization_key,
     pseudonyms,
 )
-from crossborder.errors import KeyUnavailable, PartitionInvalid, PolicyInvalid
+from crossborder.errors import KeyUnavailable, PolicyInvalid
 from crossborder.extract import SUCCESS_MARKER, extract_partition, partition_path
 from crossborder.policy import load_policy, policies_dir
 from crossborder.settings import Settings
@@ -83,38 +83,6 @@ def test_pseudonyms_are_identical_across_days_and_datasets(two_days):
     aliases = {next(iter(a)) for a in seen.values()}
     assert len(aliases) == len(seen)  # distinct VINs, distinct pseudonyms
     assert all(len(a) == PSEUDONYM_LENGTH and a.isalnum() and a.islower() for a in aliases)
-
-
-@pytest.mark.parametrize("hashes", ["real", "all equal"])
-def test_pseudonym_lookup_is_exact_even_where_hashes_collide(hashes, monkeypatch):
-    if hashes == "all equal":  # every value shares one hash: found by value instead
-        monkeypatch.setattr(
-            anonymize, "value_hashes", lambda values, **_: np.zeros(len(values), np.uint64)
-        )
-    table = anonymize._Pseudonyms.of(KEY, "vin", pa.array(["VIN-A", "VIN-B", "VIN-C"]))
-    assert table.names.to_pylist() == pseudonyms(KEY, "vin", ["VIN-A", "VIN-B", "VIN-C"])
-    looked_up = table.positions(pa.array(["VIN-C", "VIN-A", "VIN-X", "VIN-B"]))
-    assert looked_up.to_pylist() == [2, 0, None, 1]  # VIN-X was never seen
-
-
-def test_a_file_that_changes_while_it_is_staged_is_refused_and_nothing_half_written(
-    two_days, tmp_path, monkeypatch
-):
-    source, _ = two_days
-    tables = anonymize._pseudonym_tables
-
-    def missing_a_vin(run, sources):
-        made = tables(run, sources)
-        vins = made["vin"].values
-        made["vin"] = anonymize._Pseudonyms.of(KEY, "vin", vins[1:])  # as if added later
-        return made
-
-    monkeypatch.setattr(anonymize, "_pseudonym_tables", missing_a_vin)
-    with pytest.raises(PartitionInvalid, match="column vin has values that were not there") as e:
-        _stage(source, tmp_path, "diagnostics", DAY)
-    assert (e.value.dataset, e.value.day) == ("diagnostics", str(DAY))
-    assert e.value.file and e.value.file.endswith(".parquet")
-    assert not list(tmp_path.rglob("*.tmp"))
 
 
 def test_another_key_gives_other_pseudonyms(two_days, tmp_path):

@@ -10,7 +10,7 @@ from functools import partial
 import pytest
 
 from crossborder import errors
-from crossborder.parallel import WORKERS_ENV, file_workers, map_files, run_jobs
+from crossborder.parallel import WORKERS_ENV, file_workers, map_files, map_runs, run_jobs
 
 
 def test_results_come_back_in_order_from_other_processes_at_most_two_at_once():
@@ -39,6 +39,17 @@ def test_each_item_gets_a_fresh_process_so_memory_of_one_is_not_kept_for_the_nex
     found = map_files(work, list(range(6)), workers=2)
     assert len({pid for pid, _ in found}) == 6
     assert not any(seen for _, seen in found)
+
+
+def test_runs_of_items_share_a_process_each_in_order():
+    def work(item: int) -> tuple[int, int, list[int]]:
+        work.seen = [*getattr(work, "seen", []), item]  # what this process ran before
+        return item, os.getpid(), work.seen
+
+    found = map_runs(work, list(range(7)), workers=2)
+    assert [item for item, *_ in found] == list(range(7))
+    assert len({pid for _, pid, _ in found}) == 2 and os.getpid() not in {p for _, p, _ in found}
+    assert [seen for *_, seen in found][-1] == [3, 4, 5, 6]  # a contiguous run, in turn
 
 
 def test_one_worker_or_one_item_stays_in_this_process():

@@ -23,7 +23,7 @@ from typing import Any
 from crossborder.digest import sha256_file
 from crossborder.errors import KeyUnavailable, PartitionInvalid
 from crossborder.extract import Extract, partition_path
-from crossborder.parallel import map_files
+from crossborder.parallel import map_runs
 from crossborder.policy import (
     TIME_UNITS,
     ColumnRule,
@@ -150,7 +150,6 @@ class _Run:
     pseudonyms: dict[str, _Pseudonyms] = field(default_factory=dict)
     small_groups: Any = None  # hashes of the k-anonymity groups whose rows are suppressed
     found: _Findings = field(default_factory=_Findings)
-    source: _Source | None = None  # the file being read, for errors
 
 
 def _keep(rule: ColumnRule, column: Any, run: _Run) -> Any:
@@ -159,96 +158,36 @@ def _keep(rule: ColumnRule, column: Any, run: _Run) -> Any:
 
 @dataclass
 class _Pseudonyms:
-    """One namespace's pseudonyms for every value in the partition, made before any file
-    is staged: each value gets one HMAC however many files and row groups it is in."""
+    """The values of one namespace pseudonymized so far, and their pseudonyms (Arrow)."""
 
-    values: Any  # distinct values (Arrow strings)
-    names: Any  # their pseudonyms, in the same order
-    hashes: Any  # the values' 64-bit hashes, sorted, for the lookup
-    order: Any  # position in ``values`` of each sorted hash
-
-    @classmethod
-    def of(cls, key: bytes, namespace: str, values: Any) -> _Pseudonyms:
-        import numpy as np
-        import pyarrow as pa
-
-        hashes = value_hashes(values, distinct_first=False)
-        order = np.argsort(hashes)
-        names = pa.array(pseudonyms(key, namespace, values.to_pylist()), pa.string())
-        return cls(values, names, hashes[order], order)
-
-    def positions(self, wanted: Any) -> Any:
-        """Each wanted value's position in ``values``, null where it is not there: found
-        by hash, then checked by value (values that share a hash are looked up by value)."""
-        import numpy as np
-        import pyarrow as pa
-        import pyarrow.compute as pc
-
-        if not len(self.values):
-            return pa.nulls(len(wanted), pa.int64())
-        found = np.searchsorted(self.hashes, value_hashes(wanted, distinct_first=False))
-        position = pa.array(self.order[found.clip(max=len(self.order) - 1)])
-        wrong = pc.not_equal(self.values.take(position), wanted)
-        if not pc.any(wrong).as_py():
-            return position
-        exact = pc.index_in(wanted.filter(wrong), value_set=self.values)
-        return pc.replace_with_mask(position, wrong, exact.cast(pa.int64()))
-
-
-def _pseudonym_tables(run: _Run, sources: list[_Source]) -> dict[str, _Pseudonyms]:
-    """Every namespace's pseudonyms, from the distinct values of its columns in all files."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    assert run.key is not None
-    namespaces: dict[str, list[str]] = {}
-    for rule in run.policy.columns:
-        if rule.transform == "pseudonymize":
-            namespaces.setdefault(_namespace(rule), []).append(rule.name)
-
-    def distinct(index: int) -> dict[str, Any]:
-        table = sources[index].read(run.policy, [c for cs in namespaces.values() for c in cs])
-        found = {}
-        for namespace, columns in namespaces.items():
-            texts = [pc.unique(table.column(c)).cast(pa.string()) for c in columns]
-            found[namespace] = pc.unique(pa.concat_arrays(texts))
-        return found
-
-    per_file = map_files(distinct, range(len(sources)))
-    return {
-        namespace: _Pseudonyms.of(
-            run.key,
-            namespace,
-            pc.unique(pa.chunked_array([f[namespace] for f in per_file], pa.string())).drop_null(),
-        )
-        for namespace in namespaces
-    }
-
-
-def _namespace(rule: ColumnRule) -> str:
-    return rule.options.get("namespace", rule.name)
+    values: Any
+    names: Any
 
 
 def _pseudonymize(rule: ColumnRule, column: Any, run: _Run) -> Any:
-    """Map each row to its value's pseudonym, made once per partition, through the
-    column's dictionary: one lookup per distinct value of the row group."""
+    """HMAC each distinct value once per run of files, then map rows back through the
+    dictionary; known values are found with Arrow's hash lookup, not in Python."""
+    import numpy as np
     import pyarrow as pa
+    import pyarrow.compute as pc
 
+    assert run.key is not None  # anonymize_partition checked it before any file
+    namespace = rule.options.get("namespace", rule.name)
     encoded = column.combine_chunks().dictionary_encode()
     dictionary = encoded.dictionary.cast(pa.string())
-    table = run.pseudonyms[_namespace(rule)]
-    position = table.positions(dictionary)
-    if position.null_count:  # the file changed since the tables were made
-        src = run.source
-        assert src is not None  # set for each file read
-        raise PartitionInvalid(
-            f"column {rule.name} has values that were not there when anonymize first read "
-            "the partition: did the file change?",
-            dataset=src.dataset,
-            day=src.day,
-            file=str(src.path),
+    known = run.pseudonyms.get(namespace) or _Pseudonyms(dictionary[:0], pa.array([], pa.string()))
+    position = pc.index_in(dictionary, value_set=known.values)
+    unknown = pc.is_null(position).to_numpy(zero_copy_only=False)
+    position = position.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
+    if unknown.any():
+        new = dictionary.filter(pa.array(unknown))
+        position[unknown] = len(known.values) + np.arange(len(new))
+        names = pa.array(pseudonyms(run.key, namespace, new.to_pylist()), pa.string())
+        known = _Pseudonyms(
+            pa.concat_arrays([known.values, new]), pa.concat_arrays([known.names, names])
         )
-    return table.names.take(position).take(encoded.indices)
+        run.pseudonyms[namespace] = known
+    return known.names.take(pa.array(position)).take(encoded.indices)
 
 
 def _generalize_time(rule: ColumnRule, column: Any, run: _Run) -> Any:
@@ -331,15 +270,13 @@ def anonymize_partition(
     run = _Run(policy, key, areas, _blocked_cells(policy, areas))
     sources = [_Source(Path(f.path), extract.dataset, extract.day) for f in extract.files]
     paths = [out_dir / f.name for f in extract.files]
-    if pseudonymizes:  # before the k count, which may pseudonymize quasi-identifiers
-        run.pseudonyms = _pseudonym_tables(run, sources)
     k_evidence = _count_k_groups(run, sources) if policy.anonymity else None
 
     def stage(index: int) -> tuple[_Findings, StagedFile]:
         found = _stage_file(run, sources[index], paths[index])
         return found, _describe(paths[index])  # hashed while the file is in the page cache
 
-    staged = map_files(stage, range(len(paths)))
+    staged = map_runs(stage, range(len(paths)))  # pseudonyms made for a file serve the next
     for found, _ in staged:
         run.found.add(found)
     if k_evidence:
@@ -416,14 +353,11 @@ class _Source:
             )
         return source
 
-    def read(self, policy: Policy, columns: list[str]) -> Any:
-        return self.open(policy).read(columns=columns)
-
 
 def _stage_file(shared: _Run, src: _Source, dst: Path) -> _Findings:
     """Stage one file and return what it found, for the caller to add up: files may be
     staged in other processes."""
-    run = replace(shared, found=_Findings(), source=src)
+    run = replace(shared, found=_Findings())
     policy = run.policy
     source = src.open(policy)
     groups = (
@@ -515,7 +449,7 @@ def _count_k_groups(run: _Run, sources: list[_Source]) -> dict[str, Any]:
         def count(index: int) -> None:
             spill.add(_group_records(run, sources[index]), part=index)
 
-        map_files(count, range(len(sources)))
+        map_runs(count, range(len(sources)))
         for bucket in spill.buckets():
             group, sizes = _group_sizes(_distinct(bucket), counting_subjects=bool(rules.subject))
             groups += len(group)
@@ -539,7 +473,7 @@ def _group_records(shared: _Run, src: _Source) -> Any:
     import numpy as np
     import pyarrow as pa
 
-    run = replace(shared, found=_Findings(), source=src)  # counting scrubs nothing twice
+    run = replace(shared, found=_Findings())  # counting scrubs nothing twice
     rules = run.policy.anonymity
     assert rules is not None
     pair = run.policy.location_pair() or ()

@@ -4,6 +4,9 @@ The heavy per-file work (Great Expectations suites, PII scans, staging) is Pytho
 pandas that holds the GIL, so threads would not use a second core; processes do. Workers
 are forked, so they start in milliseconds with everything the parent has loaded (the
 suite, the policy, the key) and nothing is pickled but the items and the results.
+``map_files`` gives each item a process of its own (its memory is handed back when it
+ends); ``map_runs`` gives each worker a run of items, for work that reuses what the
+previous item left (anonymize's pseudonyms).
 
 ``CROSSBORDER_FILE_WORKERS`` sets how many (default: the cores this process may use);
 set it to 1 where a Celery worker already runs one task per core.
@@ -135,6 +138,19 @@ class WorkerTraceback(Exception):
 
     def __str__(self) -> str:
         return f"\n{self.args[0]}"
+
+
+def map_runs(
+    function: Callable[[Item], Result], items: Sequence[Item], workers: int | None = None
+) -> list[Result]:
+    """``map_files``, but each worker process takes a contiguous run of the items in turn,
+    so what one item leaves in the process (a memo of pseudonyms) serves the next."""
+    workers = min(file_workers() if workers is None else workers, len(items)) or 1
+    runs = [
+        items[len(items) * w // workers : len(items) * (w + 1) // workers] for w in range(workers)
+    ]
+    done = map_files(lambda run: [function(item) for item in run], runs, workers)
+    return [result for results in done for result in results]
 
 
 def run_jobs(jobs: Sequence[Callable[[], Result]], workers: int | None = None) -> list[Result]:
