@@ -11,11 +11,13 @@ from datetime import UTC, datetime
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 import sqlalchemy as sa
 from conftest import precise_location
 
 from crossborder import ledger, routing
 from crossborder.classify import PartitionFacts, classify
+from crossborder.errors import PartitionInvalid
 from crossborder.policy import load_policy
 from crossborder.rules import load_rules
 
@@ -187,6 +189,19 @@ def test_partition_subjects_per_class_from_the_staged_files(tmp_path):
     assert routing.sensitive_columns(precise, rules) == ["lat_gcj02", "lon_gcj02"]
     found = routing.partition_subjects(precise, rules, _stage(tmp_path, precise, ROWS), DAY)
     assert found.by_class["sensitive_personal"] == {"v1", "v3"}  # rows with a position
+
+
+def test_an_unreadable_staged_file_is_named_in_the_error(tmp_path):
+    policy = load_policy("vehicle_telemetry")
+    staged = _stage(tmp_path, policy, ROWS)
+    broken = staged["files"][-1]["path"]
+    with open(broken, "r+b") as file:
+        file.truncate(20)  # cut short, as by a full disk
+    with pytest.raises(PartitionInvalid, match="cannot read the staged subjects") as raised:
+        routing.partition_subjects(policy, load_rules(), staged, DAY)
+    assert (raised.value.dataset, raised.value.day, raised.value.file) == (
+        "vehicle_telemetry", DAY, broken
+    )  # fmt: skip
 
 
 def test_decide_counts_classifies_and_reserves_a_staged_partition(engine, tmp_path):

@@ -1,7 +1,7 @@
 """The route decision of a staged partition, counted against the year's subjects.
 
-``decide`` reads the partition's subjects from the staged Parquet files (streaming, row
-group by row group), then counts, classifies and reserves them in one locked ledger
+``decide`` reads the partition's subjects from the staged Parquet files (file by file,
+only those columns), then counts, classifies and reserves them in one locked ledger
 transaction (``ledger.classify_and_reserve``), so partitions decided at the same time
 cannot together slip under a yearly threshold.
 
@@ -13,7 +13,8 @@ un-neutralised per the rules file (``column_classes.sensitive_personal.neutralis
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import functools
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -128,21 +129,19 @@ def sensitive_columns(policy: Policy, rules: Rules) -> list[str]:
 def partition_subjects(
     policy: Policy, rules: Rules, staged: Mapping[str, Any], day: str
 ) -> PartitionSubjects:
-    """Read the subject column (and un-neutralised sensitive columns) file by file."""
+    """Read the subject column (and un-neutralised sensitive columns) file by file; the
+    distinct ids stay in Arrow until the end, so each becomes a Python string once."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
     assert policy.anonymity is not None and policy.anonymity.subject is not None
     subject, sensitive = policy.anonymity.subject, sensitive_columns(policy, rules)
-    found = PartitionSubjects({"personal": set(), "sensitive_personal": set()})
+    personal = carrying = pa.array([], pa.string())
+    unattributed = 0
     for item in staged["files"]:
         try:
-            parquet = pq.ParquetFile(item["path"])
-            groups: Iterable[Any] = (
-                parquet.read_row_group(g, columns=[subject, *sensitive])
-                for g in range(parquet.num_row_groups)
-            )
-            for table in groups:
-                _add_subjects(found, table, subject, sensitive)
+            table = pq.read_table(item["path"], columns=[subject, *sensitive])
         except (OSError, ValueError) as exc:  # pyarrow's errors derive from these
             raise PartitionInvalid(
                 f"cannot read the staged subjects: {exc}",
@@ -150,20 +149,19 @@ def partition_subjects(
                 day=day,
                 file=item["path"],
             ) from None
-    return found
+        ids = table.column(subject).cast(pa.string())
+        unattributed += ids.null_count
+        personal = _distinct(personal, ids)
+        if sensitive:
+            carries = functools.reduce(pc.or_, (pc.is_valid(table.column(c)) for c in sensitive))
+            carrying = _distinct(carrying, ids.filter(carries))
+    found = {"personal": personal, "sensitive_personal": carrying}
+    return PartitionSubjects({c: set(ids.to_pylist()) for c, ids in found.items()}, unattributed)
 
 
-def _add_subjects(found: PartitionSubjects, table: Any, subject: str, sensitive: list[str]) -> None:
+def _distinct(known: Any, ids: Any) -> Any:
+    """The distinct non-null ids of ``known`` and ``ids`` together."""
+    import pyarrow as pa
     import pyarrow.compute as pc
 
-    ids = table.column(subject)
-    found.unattributed_rows += ids.null_count
-    found.by_class["personal"].update(pc.unique(ids.drop_null()).to_pylist())
-    if not sensitive:
-        return
-    carries = pc.is_valid(table.column(sensitive[0]))
-    for name in sensitive[1:]:
-        carries = pc.or_(carries, pc.is_valid(table.column(name)))
-    found.by_class["sensitive_personal"].update(
-        pc.unique(ids.filter(carries).drop_null()).to_pylist()
-    )
+    return pc.unique(pa.chunked_array([known, *ids.drop_null().chunks], pa.string()))
