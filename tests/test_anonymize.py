@@ -16,7 +16,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-from crossborder import geo, synthetic
+from crossborder import anonymize, geo, synthetic
 from crossborder.anonymize import (
     PSEUDONYM_LENGTH,
     anonymize_partition,
@@ -83,6 +83,17 @@ def test_pseudonyms_are_identical_across_days_and_datasets(two_days):
     aliases = {next(iter(a)) for a in seen.values()}
     assert len(aliases) == len(seen)  # distinct VINs, distinct pseudonyms
     assert all(len(a) == PSEUDONYM_LENGTH and a.isalnum() and a.islower() for a in aliases)
+
+
+def test_a_write_that_fails_half_way_leaves_no_file_behind(tmp_path):
+    def tables():
+        yield pa.table({"vin": ["a", "b"]})  # one row group written...
+        raise OSError("no space left on device")  # ...then the disk fills
+
+    target = tmp_path / "part-00000.parquet"
+    with pytest.raises(OSError, match="no space left"):
+        anonymize._write(target, tables(), lambda: pa.table({"vin": pa.array([], pa.string())}))
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_another_key_gives_other_pseudonyms(two_days, tmp_path):
