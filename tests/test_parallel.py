@@ -99,6 +99,71 @@ def test_a_worker_that_dies_fails_the_map_and_names_the_item():
         map_files(work, ["part-00000.parquet", "part-00001.parquet"], workers=2)
 
 
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().split()[2] != "Z"  # a zombie has ended
+    except FileNotFoundError:
+        return False
+
+
+def _wait_for(condition, seconds: float = 10) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def _sleep_and_note_pid(folder):
+    def work(item: int) -> int:
+        (folder / f"{os.getpid()}.pid").touch()
+        time.sleep(60)
+        return item
+
+    return work
+
+
+def test_an_interrupted_map_stops_its_workers_even_if_sigterm_was_ignored(tmp_path):
+    import signal
+
+    def interrupt(*_):
+        raise TimeoutError("the task was stopped")
+
+    ignore_term = signal.signal(signal.SIGTERM, lambda *_: None)  # as Airflow's runner leaves it
+    alarm = signal.signal(signal.SIGALRM, interrupt)
+    signal.setitimer(signal.ITIMER_REAL, 1.0)
+    started = time.monotonic()
+    try:
+        with pytest.raises(TimeoutError):
+            map_files(_sleep_and_note_pid(tmp_path), [0, 1, 2], workers=2)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, alarm)
+        signal.signal(signal.SIGTERM, ignore_term)
+    assert time.monotonic() - started < 10  # not the items' 60 s
+    pids = [int(p.stem) for p in tmp_path.glob("*.pid")]
+    assert len(pids) == 2 and not any(_alive(pid) for pid in pids)
+
+
+def _map_in_a_child(folder) -> None:
+    map_files(_sleep_and_note_pid(folder), [0, 1], workers=2)
+
+
+def test_workers_die_with_a_killed_task_process(tmp_path):
+    import multiprocessing
+    import signal
+
+    task = multiprocessing.get_context("fork").Process(target=_map_in_a_child, args=(tmp_path,))
+    task.start()
+    assert _wait_for(lambda: len(list(tmp_path.glob("*.pid"))) == 2)
+    os.kill(task.pid, signal.SIGKILL)  # as the supervisor's last resort
+    task.join()
+    pids = [int(p.stem) for p in tmp_path.glob("*.pid")]
+    assert _wait_for(lambda: not any(_alive(pid) for pid in pids))
+
+
 @pytest.mark.parametrize("kind", errors.CrossborderError.__subclasses__())
 def test_every_error_type_survives_pickling(kind):
     error = kind("what is wrong", dataset="d", day="2026-11-23", file="f.parquet")

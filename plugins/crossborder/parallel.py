@@ -23,6 +23,7 @@ Item = TypeVar("Item")
 Result = TypeVar("Result")
 
 WORKERS_ENV = "CROSSBORDER_FILE_WORKERS"
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 _job: Callable[[Any], Any] | None = None  # what a forked worker runs; set during map_files
 
@@ -105,6 +106,7 @@ def _work(item: Any, send: Any) -> None:
     import traceback
 
     assert _job is not None, "a worker runs only inside map_files"
+    _stop_with_the_step()
     try:
         outcome: tuple[Any, ...] = (_job(item),)
     except BaseException as exc:  # handed to the parent, raised there
@@ -114,6 +116,22 @@ def _work(item: Any, send: Any) -> None:
     except Exception as exc:  # unpicklable result or error: nothing was sent
         error = RuntimeError(f"the worker's outcome could not be sent back: {exc!r}")
         send.send((None, error, traceback.format_exc()))
+
+
+def _stop_with_the_step() -> None:
+    """A worker must not outlive its step. Airflow's task runner leaves forked children a
+    SIGTERM handler that ignores the signal, so the default comes back (``map_files``
+    terminates its workers when it is interrupted); and a task process that is killed
+    takes its workers with it (Linux's parent-death signal) instead of orphaning them."""
+    import ctypes
+    import multiprocessing
+    import signal
+
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    parent = multiprocessing.parent_process()
+    if parent is not None and os.getppid() != parent.pid:  # it died before the line above
+        os._exit(1)
 
 
 def _receive(receive: Any, item: Any, process: Any) -> tuple[Any, BaseException | None]:
