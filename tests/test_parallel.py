@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import sys
 import time
 from functools import partial
 
@@ -151,6 +152,7 @@ def _map_in_a_child(folder) -> None:
     map_files(_sleep_and_note_pid(folder), [0, 1], workers=2)
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux's parent-death signal")
 def test_workers_die_with_a_killed_task_process(tmp_path):
     import multiprocessing
     import signal
