@@ -141,12 +141,13 @@ def _receive(receive: Any, item: Any, process: Any) -> tuple[Any, BaseException 
     """A finished worker's (result, None) or (None, error), its traceback as the cause."""
     try:
         outcome = receive.recv()
-    except EOFError:
-        process.join()
-        return None, RuntimeError(f"the worker for {item!r} died (exit code {process.exitcode})")
+    except EOFError:  # it ended without sending anything
+        outcome = None
     finally:
         receive.close()
     process.join()
+    if outcome is None:
+        return None, RuntimeError(f"the worker for {item!r} died (exit code {process.exitcode})")
     if len(outcome) == 1:
         return outcome[0], None
     _, error, where = outcome
