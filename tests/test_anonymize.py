@@ -85,6 +85,22 @@ def test_pseudonyms_are_identical_across_days_and_datasets(two_days):
     assert all(len(a) == PSEUDONYM_LENGTH and a.isalnum() and a.islower() for a in aliases)
 
 
+def test_pseudonyms_stay_with_their_rows_in_files_of_many_row_groups(tmp_path):
+    """Pseudonyms are looked up for a whole file, then handed out row group by row group."""
+    day, source = DAY, tmp_path / "src"
+    synthetic.generate_partition(source, "vehicle_telemetry", day, rows=20_000, seed=7)
+    for path in partition_path(source, "vehicle_telemetry", str(day)).glob("part-*.parquet"):
+        pq.write_table(pq.read_table(path), path, row_group_size=1_537)  # uneven groups
+        assert pq.ParquetFile(path).num_row_groups > 2
+    staged = _stage(source, tmp_path / "stg", "vehicle_telemetry", day)
+    joined = _joined(source, staged, "vehicle_telemetry", day, "event_id")
+    assert joined.num_rows > 1_000  # (rows near sensitive areas and in small groups are not)
+    for column in ("vin", "trip_id"):
+        namespace = load_policy("vehicle_telemetry").column(column).options.get("namespace", column)
+        expected = pseudonyms(KEY, namespace, joined[column].to_pylist())
+        assert joined[f"out_{column}"].to_pylist() == expected
+
+
 def test_a_write_that_fails_half_way_leaves_no_file_behind(tmp_path):
     def tables():
         yield pa.table({"vin": ["a", "b"]})  # one row group written...
