@@ -12,6 +12,7 @@ import json
 from datetime import date, timedelta
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -19,7 +20,13 @@ import pytest
 from crossborder import landing, ledger, spill, steps, synthetic
 from crossborder.errors import PartitionInvalid, QualityFailed
 from crossborder.localenv import US_BUCKET, LocalEnv
-from crossborder.quality import schema_drift, suite_path, validate_partition, volume_failures
+from crossborder.quality import (
+    by_group_then_time,
+    schema_drift,
+    suite_path,
+    validate_partition,
+    volume_failures,
+)
 
 DAY = date(2026, 11, 23)
 TELEMETRY = "vehicle_telemetry"
@@ -206,6 +213,22 @@ def test_odometer_going_backwards_for_a_vehicle_is_a_warning(env, buckets):
     [warning] = summary["warnings"]
     assert warning["expectation"] == "partition_values_monotonic_per_group"
     assert warning["sample"] == [vin[0] + "*" * 15 + vin[-1]]  # VINs are personal: masked
+
+
+@pytest.mark.parametrize("span", [86_400_000, 2**62], ids=["one day", "overflowing"])
+def test_rows_ordered_by_group_then_time_as_lexsort_orders_them(span):
+    rng = np.random.default_rng(3)
+    groups = rng.integers(0, 2**64 - 1, 300, dtype=np.uint64)[rng.integers(0, 300, 20_000)]
+    when = rng.integers(-span, span, 20_000, dtype=np.int64)
+    when[rng.random(20_000) < 0.3] = 0  # ties in time, kept in row order
+    order = by_group_then_time(groups, when)
+    group_of = groups[order]
+    changes = np.flatnonzero(group_of[1:] != group_of[:-1])
+    assert len(changes) == 299  # each group's rows together
+    # Each group's rows in the same order as lexsort's (by time, ties by row).
+    regrouped = order[np.argsort(group_of, kind="stable")]
+    assert np.array_equal(regrouped, np.lexsort((when, groups)))
+    assert len(by_group_then_time(groups[:0], when[:0])) == 0
 
 
 def test_a_60_percent_drop_in_volume_warns(env):
