@@ -315,10 +315,10 @@ def test_quality_report_link_opens_the_rendered_data_docs(env):
 
 @pytest.mark.parametrize("dataset", synthetic.DATASETS)
 def test_every_suite_loads_strictly(dataset):
-    from crossborder.quality import _validation_definition, load_suite
+    from crossborder.quality import load_suite, validation_definition
 
     suite = load_suite(dataset)
-    assert _validation_definition(suite).suite.expectations  # raises if GX dropped any
+    assert validation_definition(suite).suite.expectations  # raises if GX dropped any
 
 
 @pytest.mark.parametrize(

@@ -170,25 +170,17 @@ def validate_partition(
     ``masked_columns`` names the personal columns whose samples are masked;
     ``redact_samples`` replaces every sample value entirely (no report shows any of it).
     """
-    import pyarrow.parquet as pq
-
     suite = load_suite(dataset, stage, directory)
-    validation = _validation_definition(suite)
+    validation = validation_definition(suite)
     parameters = day_window(day)
     mask = _masker(None if masked_columns is None else set(masked_columns), redact_samples)
 
     def validate_file(file: str) -> tuple[FileResult, list[Failure]]:
-        # Columns handed over one by one, each freed from Arrow as it goes: a smaller peak.
-        frame = pq.read_table(file).to_pandas(split_blocks=True, self_destruct=True)
-        outcome = validation.run(
-            batch_parameters={"dataframe": frame},
-            expectation_parameters=parameters,
-            result_format=RESULT_FORMAT,
-        )
+        outcome, rows = run_suite(validation, file, parameters)
         _mask_samples(outcome, mask)  # before anything (report, ledger) sees the samples
         report = _render(outcome, report_dir, Path(file).stem) if report_dir else None
         evaluated = outcome.statistics["evaluated_expectations"]
-        return FileResult(file, len(frame), evaluated, report), _failures(outcome, file, mask)
+        return FileResult(file, rows, evaluated, report), _failures(outcome, file, mask)
 
     meta = suite.get("meta", {})
     checks, volume = meta.get("partition_checks", []), meta.get("volume", {})
@@ -249,7 +241,21 @@ def quality_failure(dataset: str, day: str, result: SuiteResult) -> QualityFaile
 # --- Great Expectations ---------------------------------------------------------------
 
 
-def _validation_definition(suite_json: dict[str, Any]) -> Any:
+def run_suite(validation: Any, file: str, parameters: dict[str, Any]) -> tuple[Any, int]:
+    """One file through a suite: (GX's result, the file's rows)."""
+    import pyarrow.parquet as pq
+
+    # Columns handed over one by one, each freed from Arrow as it goes: a smaller peak.
+    frame = pq.read_table(file).to_pandas(split_blocks=True, self_destruct=True)
+    outcome = validation.run(
+        batch_parameters={"dataframe": frame},
+        expectation_parameters=parameters,
+        result_format=RESULT_FORMAT,
+    )
+    return outcome, len(frame)
+
+
+def validation_definition(suite_json: dict[str, Any]) -> Any:
     os.environ["GX_ANALYTICS_ENABLED"] = "false"  # never call out of the network
     import great_expectations as gx
     from great_expectations.data_context.types.base import (
