@@ -137,7 +137,6 @@ class Clock:
 def floor(env: Any) -> Clock:
     """Read, encrypt and upload the partition's files as they are."""
     from crossborder import crypto
-    from crossborder.extract import partition_path
     from crossborder.landing import TransferSettings
     from crossborder.localenv import US_BUCKET
 
@@ -146,7 +145,7 @@ def floor(env: Any) -> Clock:
     work = env.root / "floor"
     work.mkdir(exist_ok=True)
 
-    sources = sorted(partition_path(env.source, DATASET, DAY).glob("part-*.parquet"))
+    sources = _partition_files(env.source)
     encrypted = [work / f"{path.name}.encrypted" for path in sources]
 
     def encrypt_all() -> None:
@@ -213,15 +212,20 @@ def suites(env: Any) -> Clock:
 
 def _suite_on_files(stage: str, root: Path) -> None:
     from crossborder import quality
-    from crossborder.extract import partition_path
     from crossborder.parallel import map_files
 
     validation = quality.validation_definition(quality.load_suite(DATASET, stage))
     parameters = quality.day_window(str(DAY))
-    files = sorted(str(p) for p in partition_path(root, DATASET, DAY).glob("part-*.parquet"))
+    files = [str(path) for path in _partition_files(root)]
     if not files:  # the staged files are the pipeline's: timing nothing would prove nothing
         raise SystemExit(f"no {stage} files under {root}")
     map_files(lambda file: quality.run_suite(validation, file, parameters)[1], files)
+
+
+def _partition_files(root: Path) -> list[Path]:
+    from crossborder.extract import partition_path
+
+    return sorted(partition_path(root, DATASET, DAY).glob("part-*.parquet"))
 
 
 PHASES = {"floor": floor, "pipeline": pipeline, "suites": suites}  # suites read the staged files
@@ -273,7 +277,7 @@ def measure(rows: int) -> dict[str, Any]:
         env = LocalEnv(root, endpoint)
         env.prepare()
         summary = synthetic.generate_partition(env.source, DATASET, DAY, rows=rows)
-        size = sum(p.stat().st_size for p in Path(summary.path).glob("part-*.parquet"))
+        size = sum(p.stat().st_size for p in _partition_files(env.source))
         result = {"dataset": DATASET, "rows": rows, "files": summary.files, "bytes": size}
         for phase in PHASES:
             result[phase] = _run_phase(phase, root, endpoint)

@@ -247,6 +247,11 @@ TRANSFORMS: dict[str, Callable[[ColumnRule, Any, _Run], Any]] = {
 }
 
 
+# Transforms run on a file's whole column at once: a call costs the ids seen so far (the
+# memo's hash lookup), not only its rows, so once per file rather than per row group.
+WHOLE_FILE_TRANSFORMS = frozenset({"pseudonymize"})
+
+
 def _transform(rule: ColumnRule, table: Any, run: _Run) -> Any:
     return TRANSFORMS[rule.transform](rule, table[rule.name], run)
 
@@ -378,22 +383,20 @@ def _stage_file(shared: _Run, src: _Source, dst: Path) -> _Findings:
 
 
 def _staged_row_groups(run: _Run, source: Any) -> Iterator[Any]:
-    """The file's row groups as staged. Pseudonyms are looked up for the whole file at once:
-    each lookup hashes every value the worker has seen (~1M ids in a 20M-row day), so once
-    per file rather than once per row group."""
-    rules = [c for c in run.policy.columns if c.transform == "pseudonymize"]
-    pseudonymized = {}
+    """The file's row groups as staged, ``WHOLE_FILE_TRANSFORMS`` done for the file first
+    (a worker's pseudonym memo holds ~1M ids after one file of a 20M-row day)."""
+    rules = [c for c in run.policy.columns if c.transform in WHOLE_FILE_TRANSFORMS]
+    per_file = {}
     if rules:
         whole_file = source.read(columns=[r.name for r in rules])
-        pseudonymized = {r.name: _transform(r, whole_file, run) for r in rules}
+        per_file = {r.name: _transform(r, whole_file, run) for r in rules}
         del whole_file
-    others = [c for c in run.policy.exported_columns if c not in pseudonymized]
+    others = [c for c in run.policy.exported_columns if c not in per_file]
     start = 0
     for index in range(source.num_row_groups):
         table = source.read_row_group(index, columns=others)
         done = {
-            name: _plain(column.slice(start, table.num_rows))
-            for name, column in pseudonymized.items()
+            name: _plain(column.slice(start, table.num_rows)) for name, column in per_file.items()
         }
         start += table.num_rows
         yield _apply(run, table, done)
